@@ -1,0 +1,120 @@
+"""The faust application: topics, the state table, and wiring of the agents."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from prometheus_client import CollectorRegistry
+
+from pipeline.aggregator import Aggregator, AggregatorConfig, PartitionState
+from pipeline.labels import AccountLabels
+from pipeline.metrics import EngagementMetrics
+from pipeline.settings import Settings
+
+RAW_TOPICS = {
+    "social.likes": "interaction",
+    "social.comments": "interaction",
+    "social.shares": "interaction",
+    "social.mentions": "interaction",
+    "social.dms": "interaction",
+    "social.replies": "interaction",
+    "social.exposure": "exposure",
+}
+EVENTS_TOPIC = "engagement.events"
+WINDOWS_TOPIC = "engagement.windows"
+ALERTS_TOPIC = "engagement.alerts"
+DEADLETTER_TOPIC = "engagement.deadletter"
+
+log = logging.getLogger("engagement")
+
+
+@dataclass
+class Runtime:
+    """Everything the agents share; built once per worker."""
+
+    settings: Settings
+    app: faust.App
+    registry: CollectorRegistry
+    metrics: EngagementMetrics
+    aggregator: Aggregator
+    labels: AccountLabels
+    raw_topics: dict[str, str]  # full topic name -> kind family
+    events_topic: Any
+    windows_topic: Any
+    alerts_topic: Any
+    deadletter_topic: Any
+    state_table: Any
+    states: dict[int, PartitionState] = field(default_factory=dict)
+
+
+def aggregator_config(s: Settings) -> AggregatorConfig:
+    return AggregatorConfig(
+        sizes_ms=tuple(sorted(w * 1000 for w in s.window_sizes_s)),
+        lateness_ms=s.allowed_lateness_s * 1000,
+        grace_ms=s.grace_s * 1000,
+        idle_after_ms=s.idle_after_s * 1000,
+        horizon_ms=s.dedup_horizon_s * 1000,
+        max_ids=s.dedup_max_ids,
+        weights=dict(s.weights),
+        rate_basis=dict(s.rate_basis_by_account),
+        default_basis=s.default_rate_basis,
+    )
+
+
+def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> Runtime:
+    s = settings
+    app = faust.App(
+        s.app_id,
+        broker=s.broker,
+        store="memory://",
+        autodiscover=False,
+        datadir=s.data_dir,
+        topic_partitions=s.partitions,
+        topic_replication_factor=1,
+        key_serializer="raw",
+        value_serializer="raw",
+        web_host=s.web_host,
+        web_port=s.web_port,
+        web_enabled=True,
+        broker_session_timeout=s.session_timeout_s,
+        broker_rebalance_timeout=s.rebalance_timeout_s,
+        broker_heartbeat_interval=s.heartbeat_interval_s,
+        broker_commit_interval=s.commit_interval_s,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        stream_wait_empty=False,
+    )
+    registry = registry if registry is not None else CollectorRegistry()
+
+    def topic(name: str, **kw: Any) -> Any:
+        return app.topic(s.topic(name), key_serializer="raw", value_serializer="raw",
+                         partitions=s.partitions, **kw)
+
+    rt = Runtime(
+        settings=s,
+        app=app,
+        registry=registry,
+        metrics=EngagementMetrics.create(registry),
+        aggregator=Aggregator(aggregator_config(s)),
+        labels=AccountLabels(s.metrics_accounts, s.metrics_top_accounts),
+        raw_topics={s.topic(name): family for name, family in RAW_TOPICS.items()},
+        events_topic=topic(EVENTS_TOPIC, internal=True),
+        windows_topic=topic(WINDOWS_TOPIC),
+        alerts_topic=topic(ALERTS_TOPIC),
+        deadletter_topic=topic(DEADLETTER_TOPIC),
+        state_table=app.Table(
+            "window-state",
+            partitions=s.partitions,
+            key_serializer="raw",
+            value_serializer="raw",
+        ),
+    )
+    from agents import aggregate, router, web  # the agents register themselves on rt.app
+
+    router.register(rt)
+    aggregate.register(rt)
+    web.register(rt)
+    return rt

@@ -1,0 +1,335 @@
+"""Per-partition window aggregation: dedup, event-time windows, finalization.
+
+All state of one partition of the internal events topic lives in a
+`PartitionState`. Each applied batch yields a `Delta` (the rows it accepted,
+with the source offset) that is written to the changelog as one record, so a
+batch costs one changelog write, not one per event. Restoring replays the
+retained deltas through the same code that applied them live.
+
+Crash safety: a batch whose offset is at or below `applied_offset` was already
+applied before the crash and is skipped whole; redelivered events that reach
+the internal topic again (at new offsets) are caught by event_id dedup.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline import rates, wire
+from pipeline.events import KINDS
+from pipeline.watermark import Watermark, WatermarkState
+from pipeline.windows import rfc3339
+
+WindowKey = tuple[str, str, int, int]  # account_id, channel, size_ms, start_ms
+
+
+@dataclass(slots=True)
+class WindowAgg:
+    counts: dict[str, int] = field(default_factory=dict)
+    actors: set[str] = field(default_factory=set)
+    late: int = 0
+    impressions: int | None = None
+    reach: int | None = None
+    max_event_ms: int = 0
+    newest_broker_ms: int = 0  # broker append time of the newest contributing message
+
+
+@dataclass(frozen=True, slots=True)
+class FinalWindow:
+    start_ms: int
+    end_ms: int
+    record: dict[str, Any]  # the published engagement.windows value
+    newest_broker_ms: int
+
+
+@dataclass(slots=True)
+class PartitionState:
+    windows: dict[WindowKey, WindowAgg] = field(default_factory=dict)
+    dedup: OrderedDict[str, int] = field(default_factory=OrderedDict)  # event_id -> ts_ms
+    followers: dict[tuple[str, str], list[tuple[int, int]]] = field(default_factory=dict)
+    watermark: WatermarkState = field(default_factory=WatermarkState)
+    emitted_through_ms: int | None = None
+    applied_offset: int = -1
+    next_end_ms: int | None = None  # earliest end among open windows: skip needless scans
+    cooldowns: dict[str, int] = field(default_factory=dict)
+    seq: int = 0
+    # (seq, max window end, max event ts) of every retained delta, oldest first
+    deltas: deque[tuple[int, int, int]] = field(default_factory=deque)
+
+
+@dataclass(slots=True)
+class Delta:
+    """What one batch changed; the changelog record that replays it."""
+
+    seq: int
+    offset: int
+    rows: list[wire.Row]  # accepted rows
+    late_idx: list[int]  # indices of rows that arrived behind the watermark
+    max_window_end_ms: int
+    max_ts_ms: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"s": self.seq, "o": self.offset, "r": self.rows, "l": self.late_idx,
+                "we": self.max_window_end_ms, "mx": self.max_ts_ms}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Delta:
+        return cls(d["s"], d["o"], d["r"], d["l"], d["we"], d["mx"])
+
+
+@dataclass(slots=True)
+class Applied:
+    delta: Delta | None  # None when the batch was already applied (or accepted nothing)
+    duplicates: int = 0
+    too_late: list[wire.Row] = field(default_factory=list)
+    late_counted: int = 0
+    skipped: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AggregatorConfig:
+    sizes_ms: tuple[int, ...]
+    lateness_ms: int
+    grace_ms: int
+    idle_after_ms: int
+    horizon_ms: int
+    max_ids: int
+    weights: Mapping[str, float]
+    rate_basis: Mapping[str, str]
+    default_basis: str = "followers"
+
+
+class Aggregator:
+    def __init__(self, cfg: AggregatorConfig) -> None:
+        self.cfg = cfg
+
+    def watermark(self, state: PartitionState) -> Watermark:
+        return Watermark(self.cfg.lateness_ms, self.cfg.idle_after_ms, state.watermark)
+
+    # -- applying -------------------------------------------------------------
+    def apply_batch(
+        self, state: PartitionState, rows: list[wire.Row], offset: int, wall_ms: int
+    ) -> Applied:
+        """Apply one batch read at `offset` of this partition."""
+        if offset <= state.applied_offset:
+            return Applied(None, skipped=True)
+        wm = self.watermark(state)
+        wm_now = wm.current(wall_ms)
+        emitted = state.emitted_through_ms
+        grace, sizes = self.cfg.grace_ms, self.cfg.sizes_ms
+        dedup = state.dedup
+        out = Applied(None)
+        accepted: list[wire.Row] = []
+        late_idx: list[int] = []
+        max_end = 0
+        max_ts = -1
+        for row in rows:
+            if row[0] == wire.INTERACTION:
+                event_id, ts = row[wire.I_ID], row[wire.I_TS]
+                if event_id in dedup:
+                    out.duplicates += 1
+                    continue
+            else:
+                event_id, ts = None, row[wire.X_TS]
+            # Too late: its smallest window is already final (and emitted).
+            if emitted is not None and ts - ts % sizes[0] + sizes[0] + grace <= emitted:
+                out.too_late.append(row)
+                continue
+            if event_id is not None:
+                dedup[event_id] = ts
+            late = wm_now is not None and ts < wm_now
+            if late:
+                late_idx.append(len(accepted))
+                out.late_counted += 1
+            accepted.append(row)
+            end = self._apply_row(state, row, late)
+            if end > max_end:
+                max_end = end
+            if ts > max_ts:
+                max_ts = ts
+        state.applied_offset = offset
+        if max_ts >= 0:
+            wm.observe(max_ts, wall_ms)
+        if not accepted:
+            return out
+        state.seq += 1
+        out.delta = Delta(state.seq, offset, accepted, late_idx, max_end, max_ts)
+        state.deltas.append((state.seq, max_end, max_ts))
+        return out
+
+    def _apply_row(self, state: PartitionState, row: wire.Row, late: bool) -> int:
+        """Add one accepted row to every window size; return the largest window end."""
+        windows = state.windows
+        interaction = row[0] == wire.INTERACTION
+        if interaction:
+            account, channel, ts = row[wire.I_ACCOUNT], row[wire.I_CHANNEL], row[wire.I_TS]
+            kind, actor = row[wire.I_KIND], row[wire.I_ACTOR]
+            broker_ms = row[wire.I_SRC][3]
+        else:
+            account, channel, ts = row[wire.X_ACCOUNT], row[wire.X_CHANNEL], row[wire.X_TS]
+            broker_ms = row[wire.X_SRC][3]
+            if row[wire.X_FOLLOWERS] is not None:
+                self._add_followers(state, account, channel, ts, row[wire.X_FOLLOWERS])
+        end = 0
+        emitted = state.emitted_through_ms
+        for size in self.cfg.sizes_ms:
+            start = ts - ts % size
+            end = start + size
+            # A larger window may still be open when a smaller one is final;
+            # a window at or below the emitted watermark was already published.
+            if emitted is not None and end + self.cfg.grace_ms <= emitted:
+                continue
+            key = (account, channel, size, start)
+            agg = windows.get(key)
+            if agg is None:
+                agg = windows[key] = WindowAgg()
+                if state.next_end_ms is None or end < state.next_end_ms:
+                    state.next_end_ms = end
+            if ts > agg.max_event_ms:
+                agg.max_event_ms = ts
+            if broker_ms > agg.newest_broker_ms:
+                agg.newest_broker_ms = broker_ms
+            if interaction:
+                agg.counts[kind] = agg.counts.get(kind, 0) + 1
+                if actor is not None:
+                    agg.actors.add(actor)
+                if late:
+                    agg.late += 1
+            else:
+                if row[wire.X_IMPRESSIONS] is not None:
+                    agg.impressions = (agg.impressions or 0) + row[wire.X_IMPRESSIONS]
+                if row[wire.X_REACH] is not None:
+                    agg.reach = (agg.reach or 0) + row[wire.X_REACH]
+        return end
+
+    @staticmethod
+    def _add_followers(state: PartitionState, account: str, channel: str, ts: int, n: int) -> None:
+        hist = state.followers.setdefault((account, channel), [])
+        if not hist or ts >= hist[-1][0]:
+            hist.append((ts, n))
+        else:  # out of order: keep the history sorted by event time
+            i = len(hist)
+            while i > 0 and hist[i - 1][0] > ts:
+                i -= 1
+            hist.insert(i, (ts, n))
+
+    def restore(self, state: PartitionState, deltas: Iterable[Delta], marker: Mapping[str, Any]) -> None:
+        """Rebuild a partition's state from its marker and retained deltas (any order)."""
+        state.emitted_through_ms = marker.get("emitted_through_ms")
+        state.cooldowns = dict(marker.get("cooldowns", {}))
+        wm = state.watermark
+        wm.floor_ms = marker.get("watermark_ms")
+        for d in sorted(deltas, key=lambda d: d.seq):
+            late = set(d.late_idx)
+            for i, row in enumerate(d.rows):
+                if row[0] == wire.INTERACTION:
+                    state.dedup[row[wire.I_ID]] = row[wire.I_TS]
+                self._apply_row(state, row, i in late)
+            state.applied_offset = max(state.applied_offset, d.offset)
+            state.seq = max(state.seq, d.seq)
+            state.deltas.append((d.seq, d.max_window_end_ms, d.max_ts_ms))
+            if wm.max_event_ms is None or d.max_ts_ms > wm.max_event_ms:
+                wm.max_event_ms = d.max_ts_ms
+        state.seq = max(state.seq, int(marker.get("seq", 0)))
+        state.applied_offset = max(state.applied_offset, int(marker.get("applied_offset", -1)))
+
+    # -- closing --------------------------------------------------------------
+    def close_windows(self, state: PartitionState, wall_ms: int) -> list[FinalWindow]:
+        """Pop every window that is final at the current watermark, in a deterministic
+        order (end, size, account, channel)."""
+        wm = self.watermark(state).advance(wall_ms)
+        if wm is None:
+            return []
+        limit = wm - self.cfg.grace_ms
+        if state.emitted_through_ms is None or wm > state.emitted_through_ms:
+            state.emitted_through_ms = wm
+        if state.next_end_ms is None or state.next_end_ms > limit:
+            return []
+        final = [k for k in state.windows if k[3] + k[2] <= limit]
+        final.sort(key=lambda k: (k[3] + k[2], k[2], k[0], k[1]))
+        records = []
+        for k in final:
+            agg = state.windows.pop(k)
+            records.append(
+                FinalWindow(k[3], k[3] + k[2], self.record(state, k, agg), agg.newest_broker_ms)
+            )
+        state.next_end_ms = min((k[3] + k[2] for k in state.windows), default=None)
+        return records
+
+    def record(self, state: PartitionState, key: WindowKey, agg: WindowAgg) -> dict[str, Any]:
+        account, channel, size, start = key
+        end = start + size
+        counts = {k: agg.counts.get(k, 0) for k in KINDS}
+        weighted = rates.weighted_engagement(counts, self.cfg.weights)
+        followers = None
+        for ts, n in reversed(state.followers.get((account, channel), ())):
+            if ts < end:
+                followers = n
+                break
+        by = {
+            "followers": rates.rate(weighted, followers),
+            "reach": rates.rate(weighted, agg.reach),
+            "impressions": rates.rate(weighted, agg.impressions),
+        }
+        basis = self.cfg.rate_basis.get(account, self.cfg.default_basis)
+        return {
+            "schema_version": 1,
+            "account_id": account,
+            "channel": channel,
+            "window_start": rfc3339(start),
+            "window_end": rfc3339(end),
+            "size_seconds": size // 1000,
+            "counts": counts,
+            "unique_actors": len(agg.actors),
+            "weighted_engagement": weighted,
+            "late_events": agg.late,
+            "followers": followers,
+            "reach": agg.reach,
+            "impressions": agg.impressions,
+            "rate_by_followers": by["followers"],
+            "rate_by_reach": by["reach"],
+            "rate_by_impressions": by["impressions"],
+            "engagement_rate": rates.headline(by, basis),
+            "rate_basis": basis,
+        }
+
+    def marker(self, state: PartitionState) -> dict[str, Any]:
+        """The partition's small durable facts besides deltas."""
+        return {
+            "emitted_through_ms": state.emitted_through_ms,
+            "watermark_ms": state.watermark.floor_ms,
+            "cooldowns": state.cooldowns,
+            "seq": state.seq,
+            "applied_offset": state.applied_offset,
+        }
+
+    # -- bounding -------------------------------------------------------------
+    def prune(self, state: PartitionState) -> list[int]:
+        """Forget what can no longer matter; return seqs of deltas to tombstone."""
+        wm = state.watermark.floor_ms
+        emitted = state.emitted_through_ms
+        if wm is None or emitted is None:
+            return []
+        cutoff = wm - self.cfg.horizon_ms
+        dedup = state.dedup
+        while dedup:
+            first = next(iter(dedup))
+            if dedup[first] >= cutoff and len(dedup) <= self.cfg.max_ids:
+                break
+            dedup.popitem(last=False)
+        for hist in state.followers.values():
+            # keep the last level before the cutoff: open windows may still need it
+            i = 0
+            while i + 1 < len(hist) and hist[i + 1][0] < cutoff:
+                i += 1
+            if i:
+                del hist[:i]
+        dead: list[int] = []
+        deltas = state.deltas
+        grace = self.cfg.grace_ms
+        while deltas and deltas[0][1] + grace <= emitted and deltas[0][2] < cutoff:
+            dead.append(deltas.popleft()[0])
+        return dead

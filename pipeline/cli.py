@@ -1,0 +1,126 @@
+"""The `engagement` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from pipeline import broker, settings
+
+
+def _settings() -> settings.Settings:
+    try:
+        return settings.load()
+    except settings.SettingsError as exc:
+        raise SystemExit(f"engagement: invalid settings: {exc}") from None
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    proc = broker.start(args.port)
+    print(f"embedded broker listening on 127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        broker.stop(proc)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    s = _settings()
+    logging.basicConfig(level=args.loglevel.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    broker.wait_reachable(s.bootstrap_servers, timeout_s=args.wait)
+    from agents.app import ALERTS_TOPIC, DEADLETTER_TOPIC, EVENTS_TOPIC, RAW_TOPICS, WINDOWS_TOPIC
+    from pipeline.topics import ensure_topics
+
+    names = [*RAW_TOPICS, EVENTS_TOPIC, WINDOWS_TOPIC, ALERTS_TOPIC, DEADLETTER_TOPIC]
+    ensure_topics(s.bootstrap_servers, [s.topic(n) for n in names], s.partitions)
+    from agents.worker import run
+
+    return run(s, loglevel=args.loglevel)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    s = _settings()
+    broker.wait_reachable(s.bootstrap_servers, timeout_s=args.wait)
+    from pipeline.produce import generate_to_kafka
+
+    n = generate_to_kafka(s, rate=args.rate, duration_s=args.duration, seed=args.seed,
+                          malformed=args.malformed, speed=args.speed, quiet=args.quiet)
+    if not args.quiet:
+        print(f"generated {n} messages", flush=True)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipeline.demo import run_demo
+
+    return run_demo(port=args.port, web_port=args.web_port, rate=args.rate)
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    try:
+        settings.load(args.file, env={})
+    except settings.SettingsError as exc:
+        for path, reason in exc.problems:
+            print(f"{args.file}: {path}: {reason}")
+        return 1
+    print(f"{args.file}: ok")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="engagement", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("broker", help="run the embedded Kafka-compatible broker in the foreground")
+    b.add_argument("--port", type=int, default=9092)
+    b.set_defaults(func=cmd_broker)
+    w = sub.add_parser("worker", help="run the stream-processing worker")
+    w.add_argument("--loglevel", default="info")
+    w.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the broker")
+    w.set_defaults(func=cmd_worker)
+    g = sub.add_parser("generate", help="write synthetic traffic to the input topics")
+    g.add_argument("--rate", type=float, default=50.0, help="events/s at the daily peak")
+    g.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
+    g.add_argument("--seed", type=int, default=7)
+    g.add_argument("--malformed", type=float, default=0.0, help="fraction of malformed messages")
+    g.add_argument("--speed", type=float, default=1.0, help="event time per wall time; 0 = max")
+    g.add_argument("--quiet", action="store_true")
+    g.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the broker")
+    g.set_defaults(func=cmd_generate)
+    d = sub.add_parser("demo", help="broker + worker + generator, alerts shown live")
+    d.add_argument("--port", type=int, default=0, help="broker port (default: a free one)")
+    d.add_argument("--web-port", type=int, default=6066)
+    d.add_argument("--rate", type=float, default=40.0)
+    d.set_defaults(func=cmd_demo)
+    c = sub.add_parser("config", help="configuration tools")
+    csub = c.add_subparsers(dest="config_command", required=True)
+    cc = csub.add_parser("check", help="report every invalid key of a config file")
+    cc.add_argument("file")
+    cc.set_defaults(func=cmd_config_check)
+    return p
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    # SIGTERM behaves like Ctrl-C so child processes are always cleaned up.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return int(args.func(args))
+    except broker.BrokerError as exc:
+        print(f"engagement: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

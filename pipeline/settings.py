@@ -1,0 +1,324 @@
+"""One frozen settings object, read from a TOML file and ENGAGEMENT_* variables.
+
+Precedence: defaults < file named by ENGAGEMENT_CONFIG < environment variables.
+Every setting that has an environment variable names it beside its field.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.events import KINDS
+
+RATE_BASES = ("followers", "reach", "impressions")
+ALERT_METRICS = ("engagement_rate", "weighted_engagement", "volume", "unique_actors")
+SEVERITIES = ("info", "warning", "critical")
+_BROKER_RE = re.compile(r"^kafka://[A-Za-z0-9_.\-]+:\d{1,5}(,[A-Za-z0-9_.\-]+:\d{1,5})*$")
+
+
+class SettingsError(ValueError):
+    """Every problem found in a configuration, each as (path, reason)."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{p}: {r}" for p, r in problems))
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdRule:
+    name: str
+    metric: str  # one of ALERT_METRICS or "count.<kind>"
+    op: str  # "above" | "below"
+    value: float
+    accounts: tuple[str, ...] = ("*",)
+    window_s: int = 300
+    severity: str = "warning"
+    cooldown_s: int = 900
+
+    def applies_to(self, account_id: str) -> bool:
+        return "*" in self.accounts or account_id in self.accounts
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    broker: str = "kafka://127.0.0.1:9092"  # ENGAGEMENT_BROKER
+    topic_prefix: str = ""  # ENGAGEMENT_TOPIC_PREFIX
+    partitions: int = 4  # ENGAGEMENT_PARTITIONS: partitions of topics the worker creates
+    web_port: int = 6066  # ENGAGEMENT_WEB_PORT
+    web_host: str = "127.0.0.1"  # ENGAGEMENT_WEB_HOST
+    app_id: str = "engagement"  # ENGAGEMENT_APP_ID: consumer group and changelog prefix
+    data_dir: str = ".engagement-data"  # ENGAGEMENT_DATA_DIR
+    # Group-join timings: faust's defaults make the first join take ~30 s; these
+    # make it take seconds while tolerating a member that stalls for 10 s.
+    session_timeout_s: float = 10.0  # ENGAGEMENT_SESSION_TIMEOUT_S
+    rebalance_timeout_s: float = 10.0  # ENGAGEMENT_REBALANCE_TIMEOUT_S
+    heartbeat_interval_s: float = 1.0  # ENGAGEMENT_HEARTBEAT_INTERVAL_S
+    commit_interval_s: float = 1.0  # ENGAGEMENT_COMMIT_INTERVAL_S
+    # Windows, in event time
+    window_sizes_s: tuple[int, ...] = (60, 300)
+    allowed_lateness_s: int = 10
+    grace_s: int = 5
+    idle_after_s: int = 10
+    # Ingest batching: the router forwards at most this many events per batch
+    batch_max: int = 1000
+    batch_within_s: float = 0.05
+    weights: Mapping[str, float] = field(
+        default_factory=lambda: {
+            "like": 1.0,
+            "comment": 2.0,
+            "share": 3.0,
+            "mention": 2.0,
+            "dm": 1.0,
+            "reply": 0.0,
+        }
+    )
+    default_rate_basis: str = "followers"
+    rate_basis_by_account: Mapping[str, str] = field(default_factory=dict)
+    metrics_accounts: tuple[str, ...] = ()
+    metrics_top_accounts: int = 20
+    dedup_horizon_s: int = 600
+    dedup_max_ids: int = 2_000_000
+    max_message_bytes: int = 65536
+    max_future_s: int = 86400
+    thresholds: tuple[ThresholdRule, ...] = ()
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.broker.removeprefix("kafka://")
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    def rate_basis(self, account_id: str) -> str:
+        return self.rate_basis_by_account.get(account_id, self.default_rate_basis)
+
+    @property
+    def max_window_s(self) -> int:
+        return max(self.window_sizes_s)
+
+
+# Environment variables: name -> (field, parser)
+_ENV: dict[str, tuple[str, type]] = {
+    "ENGAGEMENT_BROKER": ("broker", str),
+    "ENGAGEMENT_TOPIC_PREFIX": ("topic_prefix", str),
+    "ENGAGEMENT_PARTITIONS": ("partitions", int),
+    "ENGAGEMENT_WEB_PORT": ("web_port", int),
+    "ENGAGEMENT_WEB_HOST": ("web_host", str),
+    "ENGAGEMENT_APP_ID": ("app_id", str),
+    "ENGAGEMENT_DATA_DIR": ("data_dir", str),
+    "ENGAGEMENT_SESSION_TIMEOUT_S": ("session_timeout_s", float),
+    "ENGAGEMENT_REBALANCE_TIMEOUT_S": ("rebalance_timeout_s", float),
+    "ENGAGEMENT_HEARTBEAT_INTERVAL_S": ("heartbeat_interval_s", float),
+    "ENGAGEMENT_COMMIT_INTERVAL_S": ("commit_interval_s", float),
+    "ENGAGEMENT_IDLE_AFTER_S": ("idle_after_s", int),
+    "ENGAGEMENT_ALLOWED_LATENESS_S": ("allowed_lateness_s", int),
+    "ENGAGEMENT_GRACE_S": ("grace_s", int),
+}
+
+# TOML layout: (section path, key) -> field name
+_TOML_FIELDS: dict[str, str] = {
+    "broker": "broker",
+    "topic_prefix": "topic_prefix",
+    "partitions": "partitions",
+    "web_port": "web_port",
+    "web_host": "web_host",
+    "app_id": "app_id",
+    "data_dir": "data_dir",
+    "session_timeout_s": "session_timeout_s",
+    "rebalance_timeout_s": "rebalance_timeout_s",
+    "heartbeat_interval_s": "heartbeat_interval_s",
+    "commit_interval_s": "commit_interval_s",
+    "windows.sizes_s": "window_sizes_s",
+    "windows.allowed_lateness_s": "allowed_lateness_s",
+    "windows.grace_s": "grace_s",
+    "windows.idle_after_s": "idle_after_s",
+    "ingest.batch_max": "batch_max",
+    "ingest.batch_within_s": "batch_within_s",
+    "rates.default_basis": "default_rate_basis",
+    "metrics.accounts": "metrics_accounts",
+    "metrics.top_accounts": "metrics_top_accounts",
+    "dedup.horizon_s": "dedup_horizon_s",
+    "dedup.max_ids_per_partition": "dedup_max_ids",
+    "limits.max_message_bytes": "max_message_bytes",
+    "limits.max_future_s": "max_future_s",
+}
+_SECTIONS = {"windows", "ingest", "rates", "metrics", "dedup", "limits", "weights", "alerts"}
+_RULE_KEYS = {"name", "metric", "op", "value", "accounts", "window_s", "severity", "cooldown_s"}
+
+
+def _flatten(doc: Mapping[str, Any], problems: list[tuple[str, str]]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key in _SECTIONS:
+            if not isinstance(value, dict):
+                problems.append((key, "must be a table"))
+                continue
+            for sub, subval in value.items():
+                path = f"{key}.{sub}"
+                if key in ("weights", "alerts") or (key == "rates" and sub == "by_account"):
+                    flat[path] = subval
+                elif path in _TOML_FIELDS:
+                    flat[path] = subval
+                else:
+                    problems.append((path, "unknown key"))
+        elif key in _TOML_FIELDS:
+            flat[key] = value
+        else:
+            problems.append((key, "unknown key"))
+    return flat
+
+
+def _check_type(path: str, value: Any, want: Any, problems: list[tuple[str, str]]) -> Any:
+    if want is float and type(value) in (int, float):
+        return float(value)
+    if want is tuple:
+        if isinstance(value, list) and all(type(v) is int for v in value):
+            return tuple(value)
+        if isinstance(value, list) and all(type(v) is str for v in value):
+            return tuple(value)
+        problems.append((path, "must be a list of integers or of strings"))
+        return None
+    if type(value) is not want:
+        problems.append((path, f"must be {want.__name__}, got {type(value).__name__}"))
+        return None
+    return value
+
+
+def _rules(raw: Any, problems: list[tuple[str, str]]) -> tuple[ThresholdRule, ...]:
+    if not isinstance(raw, list):
+        problems.append(("alerts.thresholds", "must be an array of tables"))
+        return ()
+    rules = []
+    for i, item in enumerate(raw):
+        path = f"alerts.thresholds[{i}]"
+        if not isinstance(item, dict):
+            problems.append((path, "must be a table"))
+            continue
+        for k in item:
+            if k not in _RULE_KEYS:
+                problems.append((f"{path}.{k}", "unknown key"))
+        n_before = len(problems)
+        for req in ("name", "metric", "op", "value"):
+            if req not in item:
+                problems.append((f"{path}.{req}", "required"))
+        metric = item.get("metric", "")
+        kind_ok = isinstance(metric, str) and metric.startswith("count.") and metric[6:] in KINDS
+        if "metric" in item and metric not in ALERT_METRICS and not kind_ok:
+            problems.append(
+                (f"{path}.metric", f"must be one of {', '.join(ALERT_METRICS)} or count.<kind>")
+            )
+        if "op" in item and item["op"] not in ("above", "below"):
+            problems.append((f"{path}.op", "must be 'above' or 'below'"))
+        if "value" in item and type(item["value"]) not in (int, float):
+            problems.append((f"{path}.value", "must be a number"))
+        if item.get("severity", "warning") not in SEVERITIES:
+            problems.append((f"{path}.severity", f"must be one of {', '.join(SEVERITIES)}"))
+        for k in ("window_s", "cooldown_s"):
+            if k in item and (type(item[k]) is not int or item[k] < 0):
+                problems.append((f"{path}.{k}", "must be a non-negative integer"))
+        accounts = item.get("accounts", ["*"])
+        if not isinstance(accounts, list) or not all(isinstance(a, str) for a in accounts):
+            problems.append((f"{path}.accounts", "must be a list of strings"))
+        if len(problems) == n_before:
+            rules.append(
+                ThresholdRule(
+                    name=str(item["name"]),
+                    metric=metric,
+                    op=item["op"],
+                    value=float(item["value"]),
+                    accounts=tuple(accounts),
+                    window_s=item.get("window_s", 300),
+                    severity=item.get("severity", "warning"),
+                    cooldown_s=item.get("cooldown_s", 900),
+                )
+            )
+    return tuple(rules)
+
+
+def _validate(s: Settings, problems: list[tuple[str, str]]) -> None:
+    if not _BROKER_RE.match(s.broker):
+        problems.append(("broker", "must look like kafka://host:port"))
+    if not 1 <= s.partitions <= 1024:
+        problems.append(("partitions", "must be in 1..1024"))
+    if not 0 <= s.web_port <= 65535:
+        problems.append(("web_port", "must be a TCP port (0..65535)"))
+    if not s.window_sizes_s or any(w <= 0 or 86400 % w for w in s.window_sizes_s):
+        problems.append(("windows.sizes_s", "each size must be a positive divisor of 86400"))
+    for name in ("allowed_lateness_s", "grace_s", "idle_after_s"):
+        if getattr(s, name) < 0:
+            problems.append((f"windows.{name.removesuffix('_s')}_s", "must be >= 0"))
+    for kind, weight in s.weights.items():
+        if kind not in KINDS:
+            problems.append((f"weights.{kind}", f"unknown kind (one of {', '.join(KINDS)})"))
+        elif type(weight) not in (int, float):
+            problems.append((f"weights.{kind}", "must be a number"))
+    if s.default_rate_basis not in RATE_BASES:
+        problems.append(("rates.default_basis", f"must be one of {', '.join(RATE_BASES)}"))
+    for acct, basis in s.rate_basis_by_account.items():
+        if basis not in RATE_BASES:
+            problems.append((f"rates.by_account.{acct}", f"must be one of {', '.join(RATE_BASES)}"))
+    if s.window_sizes_s and s.dedup_horizon_s < s.max_window_s + s.grace_s + s.allowed_lateness_s:
+        problems.append(
+            ("dedup.horizon_s", "must cover the largest window plus lateness and grace")
+        )
+    for rule in s.thresholds:
+        if rule.window_s not in s.window_sizes_s:
+            problems.append((f"alerts.thresholds.{rule.name}.window_s", "not a configured size"))
+    if s.batch_max < 1:
+        problems.append(("ingest.batch_max", "must be >= 1"))
+
+
+def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from a TOML file and the environment; raise SettingsError listing
+    every problem at once."""
+    env = os.environ if env is None else env
+    problems: list[tuple[str, str]] = []
+    values: dict[str, Any] = {}
+    path = path if path is not None else env.get("ENGAGEMENT_CONFIG")
+    defaults = Settings()
+    if path:
+        try:
+            doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SettingsError([(str(path), "file not found")]) from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise SettingsError([(str(path), f"not valid TOML: {exc}")]) from None
+        flat = _flatten(doc, problems)
+        weights = dict(defaults.weights)
+        for key, value in flat.items():
+            if key.startswith("weights."):
+                weights[key[8:]] = value
+            elif key == "rates.by_account":
+                if isinstance(value, dict):
+                    values["rate_basis_by_account"] = dict(value)
+                else:
+                    problems.append((key, "must be a table of account = basis"))
+            elif key.startswith("alerts."):
+                if key == "alerts.thresholds":
+                    values["thresholds"] = _rules(value, problems)
+                else:
+                    problems.append((key, "unknown key"))
+            else:
+                name = _TOML_FIELDS[key]
+                want = type(getattr(defaults, name))
+                checked = _check_type(key, value, want, problems)
+                if checked is not None:
+                    values[name] = checked
+        values["weights"] = weights
+    for var, (name, parser) in _ENV.items():
+        if var in env:
+            try:
+                values[name] = parser(env[var])
+            except ValueError:
+                problems.append((var, f"must be {parser.__name__}"))
+    settings = Settings(**values)
+    _validate(settings, problems)
+    if problems:
+        raise SettingsError(problems)
+    return settings

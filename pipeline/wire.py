@@ -1,0 +1,84 @@
+"""Compact encoding of validated events between the router and the aggregator.
+
+The router forwards batches to the internal topic as one JSON object per
+batch: {"e": [row, ...]}. A row is a positional list, cheaper to encode and
+decode than an object per event. Rows never carry message text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from pipeline.events import Exposure, Interaction
+
+INTERACTION = 0
+EXPOSURE = 1
+
+# Positions in an interaction row
+I_ID, I_KIND, I_CHANNEL, I_ACCOUNT, I_TS = 1, 2, 3, 4, 5
+I_POST, I_ACTOR, I_REPLY_TO, I_THREAD, I_ISSUE, I_PRIORITY, I_SENTIMENT = 6, 7, 8, 9, 10, 11, 12
+I_SRC = 13  # [topic, partition, offset, broker_ts_ms]
+# Positions in an exposure row
+X_ACCOUNT, X_CHANNEL, X_TS, X_POST, X_FOLLOWERS, X_IMPRESSIONS, X_REACH, X_SRC = range(1, 9)
+
+Row = list[Any]
+
+
+def interaction_row(ev: Interaction, src: list[Any]) -> Row:
+    return [
+        INTERACTION,
+        ev.event_id,
+        ev.kind,
+        ev.channel,
+        ev.account_id,
+        ev.ts_ms,
+        ev.post_id,
+        ev.actor_id,
+        ev.in_reply_to,
+        ev.thread_id,
+        ev.issue_type,
+        ev.priority,
+        ev.sentiment,
+        src,
+    ]
+
+
+def exposure_row(ev: Exposure, src: list[Any]) -> Row:
+    return [
+        EXPOSURE,
+        ev.account_id,
+        ev.channel,
+        ev.ts_ms,
+        ev.post_id,
+        ev.followers,
+        ev.impressions,
+        ev.reach,
+        src,
+    ]
+
+
+def account_of(row: Row) -> str:
+    return str(row[I_ACCOUNT] if row[0] == INTERACTION else row[X_ACCOUNT])
+
+
+def encode_batch(rows: list[Row]) -> bytes:
+    return orjson.dumps({"e": rows})
+
+
+def decode_batch(raw: bytes) -> list[Row]:
+    rows: list[Row] = orjson.loads(raw)["e"]
+    return rows
+
+
+def row_as_event(row: Row) -> dict[str, Any]:
+    """The canonical event of a row as a JSON-ready dict (for dead-letter records)."""
+    if row[0] == INTERACTION:
+        keys = ("event_id", "kind", "channel", "account_id", "ts", "post_id", "actor_id",
+                "in_reply_to", "thread_id", "issue_type", "priority", "sentiment")
+        out = dict(zip(keys, row[1:13], strict=True))
+    else:
+        keys = ("account_id", "channel", "ts", "post_id", "followers", "impressions", "reach")
+        out = dict(zip(keys, row[1:8], strict=True))
+    return {k: v for k, v in out.items() if v is not None}
