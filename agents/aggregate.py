@@ -177,7 +177,10 @@ class PartitionWork:
 
     async def _lag(self) -> None:
         consumer = self.rt.app.consumer
+        sources = {*self.rt.raw_topics, self.rt.events_topic.get_topic_name()}
         for tp in consumer.assignment():
+            if tp.topic not in sources:
+                continue
             try:
                 position = await consumer.position(tp)
                 high = consumer.highwater(tp)

@@ -108,8 +108,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         state_table=app.Table(
             "window-state",
             partitions=s.partitions,
-            key_serializer="raw",
-            value_serializer="raw",
+            key_type=bytes,
+            value_type=bytes,
         ),
     )
     from agents import aggregate, router, web  # the agents register themselves on rt.app

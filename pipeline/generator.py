@@ -33,7 +33,6 @@ _HOURLY = (0.55, 0.42, 0.32, 0.25, 0.2, 0.22, 0.3, 0.42, 0.54, 0.62, 0.66, 0.7,
 _WEEKLY = (1.0, 1.0, 1.0, 1.0, 1.05, 1.15, 1.15)  # Monday .. Sunday
 _AUDIENCE = 200_000  # actor pool; actor k drawn with P(k) ~ 1/k
 _TAIL_POSTS = 400  # posts per account besides the hot ones
-_BOTS = 5
 _BOT_RUN = (5, 15)  # likes per bot burst
 _SYLLABLES = ("ka", "lo", "mi", "ne", "zu", "ra", "ti", "vo", "bes", "qua", "dor", "fin",
               "gli", "hep", "jun", "wex", "yor", "pla", "sku", "tro")  # fmt: skip
@@ -87,8 +86,7 @@ def _poisson(rng: random.Random, lam: float) -> int:
     return k
 
 
-# A scheduled brand reply: (account index, channel index, inbound event_id, post_id)
-_Reply = tuple[int, int, str, str | None]
+_Reply = tuple[int, int, str, str | None]  # due reply: account, channel, inbound id, post
 
 
 class _Gen:
@@ -109,7 +107,7 @@ class _Gen:
         self.posts = [[f"{a}-p{i}" for i in range(hot + _TAIL_POSTS)] for a in spec.accounts]
         self.hot_cw = list(accumulate(1.0 / (i + 1) for i in range(hot)))
         self.words = ["".join(rng.choices(_SYLLABLES, k=rng.randint(1, 3))) for _ in range(300)]
-        self.bots = [f"bot-{spec.seed}-{i}" for i in range(_BOTS)]
+        self.bots = [f"bot-{spec.seed}-{i}" for i in range(5)]
         bf = min(max(spec.bot_fraction, 0.0), 0.9)
         self.bot_p = bf / (sum(_BOT_RUN) / 2 * (1.0 - bf))
         base = [math.exp(rng.uniform(math.log(30_000), math.log(1_000_000))) for _ in range(na)]
@@ -278,15 +276,13 @@ class _Gen:
         organic = diurnal_multiplier(ts) * every / 1000.0 * 2e-4
         for i, followers in enumerate(self.followers):
             a, count = i // nc, self.activity[i]
-            followers *= 1.0 + rng.uniform(0.0, 2e-6) * every / 1000.0
+            followers *= 1.0 + rng.uniform(0.0, 1e-7) * every / 1000.0
             followers += count * rng.uniform(0.0, 0.05)
             self.followers[i], self.activity[i] = followers, 0
             imp = int(count * rng.uniform(15.0, 40.0) + followers * organic * rng.uniform(0.5, 1.5))
-            d: dict[str, Any] = {"account_id": spec.accounts[a], "channel": spec.channels[i % nc]}
-            d["ts"] = ts
-            d.update(
-                followers=int(followers), impressions=imp, reach=int(imp * rng.uniform(0.45, 0.85))
-            )
+            reach, channel = int(imp * rng.uniform(0.45, 0.85)), spec.channels[i % nc]
+            d = dict(account_id=spec.accounts[a], channel=channel, ts=ts, followers=int(followers))
+            d.update(impressions=imp, reach=reach)
             yield RawMessage("exposure", self.keys[a], orjson.dumps(d), ts)
 
 

@@ -18,20 +18,24 @@ def generate_to_kafka(
     seed: int,
     malformed: float,
     speed: float = 1.0,
+    backfill_s: float = 0.0,
     quiet: bool = False,
 ) -> int:
     """Produce generated messages; `speed` is event seconds per wall second (0: no pacing).
-    Event time starts now, so the pipeline sees live traffic."""
+    Event time starts `backfill_s` seconds ago: the past is sent at once, then traffic
+    continues live."""
     producer = KafkaProducer(bootstrap_servers=s.bootstrap_servers, linger_ms=20, acks="all",
                              client_id="engagement-generate")
     spec = TrafficSpec(seed=seed, rate_per_s=rate, malformed_fraction=malformed)
-    start_ms = int(time.time() * 1000)
+    now_ms = int(time.time() * 1000)
+    start_ms = now_ms - int(backfill_s * 1000)
     wall0 = time.monotonic()
     sent = 0
     try:
-        for msg in generate(spec, start_ms, duration_s if duration_s is not None else 10**9):
-            if speed > 0:
-                due = wall0 + (msg.ts_ms - start_ms) / 1000 / speed
+        total_s = backfill_s + (duration_s if duration_s is not None else 10**9)
+        for msg in generate(spec, start_ms, total_s):
+            if speed > 0 and msg.ts_ms > now_ms:
+                due = wall0 + (msg.ts_ms - now_ms) / 1000 / speed
                 delay = due - time.monotonic()
                 if delay > 0:
                     producer.flush()

@@ -174,15 +174,19 @@ def _flatten(doc: Mapping[str, Any], problems: list[tuple[str, str]]) -> dict[st
     return flat
 
 
+# Element type of the list-valued settings
+_LIST_OF: dict[str, type] = {"window_sizes_s": int, "metrics_accounts": str}
+
+
 def _check_type(path: str, value: Any, want: Any, problems: list[tuple[str, str]]) -> Any:
     if want is float and type(value) in (int, float):
         return float(value)
     if want is tuple:
-        if isinstance(value, list) and all(type(v) is int for v in value):
+        elem = _LIST_OF[_TOML_FIELDS[path]]
+        if isinstance(value, list) and all(type(v) is elem for v in value):
             return tuple(value)
-        if isinstance(value, list) and all(type(v) is str for v in value):
-            return tuple(value)
-        problems.append((path, "must be a list of integers or of strings"))
+        noun = "integers" if elem is int else "strings"
+        problems.append((path, f"must be a list of {noun}"))
         return None
     if type(value) is not want:
         problems.append((path, f"must be {want.__name__}, got {type(value).__name__}"))
@@ -250,6 +254,8 @@ def _validate(s: Settings, problems: list[tuple[str, str]]) -> None:
         problems.append(("web_port", "must be a TCP port (0..65535)"))
     if not s.window_sizes_s or any(w <= 0 or 86400 % w for w in s.window_sizes_s):
         problems.append(("windows.sizes_s", "each size must be a positive divisor of 86400"))
+    elif len(set(s.window_sizes_s)) != len(s.window_sizes_s):
+        problems.append(("windows.sizes_s", "sizes must be distinct"))
     for name in ("allowed_lateness_s", "grace_s", "idle_after_s"):
         if getattr(s, name) < 0:
             problems.append((f"windows.{name.removesuffix('_s')}_s", "must be >= 0"))
@@ -272,6 +278,12 @@ def _validate(s: Settings, problems: list[tuple[str, str]]) -> None:
             problems.append((f"alerts.thresholds.{rule.name}.window_s", "not a configured size"))
     if s.batch_max < 1:
         problems.append(("ingest.batch_max", "must be >= 1"))
+    if s.metrics_top_accounts < 0:
+        problems.append(("metrics.top_accounts", "must be >= 0"))
+    if s.dedup_max_ids < 1:
+        problems.append(("dedup.max_ids_per_partition", "must be >= 1"))
+    if s.max_message_bytes < 1:
+        problems.append(("limits.max_message_bytes", "must be >= 1"))
 
 
 def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:

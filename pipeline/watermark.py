@@ -32,10 +32,13 @@ class Watermark:
     def observe(self, max_ts_ms: int, wall_ms: int) -> None:
         """Record events up to `max_ts_ms` that arrived at `wall_ms`."""
         s = self.state
+        # The floor is the watermark just before these events: the idle time that
+        # ends now applies to the previous maximum, never on top of the new one.
+        s.floor_ms = self.current(wall_ms)
         if s.max_event_ms is None or max_ts_ms > s.max_event_ms:
             s.max_event_ms = max_ts_ms
-        s.floor_ms = self.current(wall_ms)
         s.last_event_wall_ms = wall_ms
+        s.floor_ms = self.current(wall_ms)
 
     def current(self, wall_ms: int) -> int | None:
         s = self.state

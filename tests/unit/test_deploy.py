@@ -6,8 +6,10 @@ and against the worker's metrics contract (names and labels below).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import tomllib
@@ -78,9 +80,7 @@ def unknown_metrics(expr: str) -> set[str]:
 
 
 def grouping_labels(expr: str) -> set[str]:
-    return {
-        label.strip() for group in _GROUPING.findall(expr) for label in group.split(",")
-    } - {""}
+    return {label.strip() for group in _GROUPING.findall(expr) for label in group.split(",")} - {""}
 
 
 def label_problems(expr: str, recorded: dict[str, frozenset[str]]) -> list[str]:
@@ -128,6 +128,27 @@ def test_promql_helpers_catch_mistakes() -> None:
         "engagement_events_total{reason}"
     ]
     assert not brackets_balanced("sum(rate(engagement_events_total[5m])")
+
+
+def test_contract_matches_the_metrics_factory() -> None:
+    """METRICS above is what pipeline.metrics really registers (names and label names)."""
+    factory = pytest.importorskip("pipeline.metrics")
+    prometheus_client = pytest.importorskip("prometheus_client")
+    created = factory.EngagementMetrics.create(prometheus_client.CollectorRegistry())
+    exported = set()
+    for field in dataclasses.fields(created):
+        collector = getattr(created, field.name)
+        family = collector.describe()[0]
+        name = family.name + "_total" if family.type == "counter" else family.name
+        exported.add(name)
+        if name not in METRICS:
+            continue
+        if METRICS[name]:
+            collector.labels(**dict.fromkeys(METRICS[name], "x"))  # ValueError on a mismatch
+        else:
+            with pytest.raises(ValueError):
+                collector.labels()
+    assert exported >= METRICS.keys(), METRICS.keys() - exported
 
 
 # --------------------------------------------------------------------------- loaders
@@ -261,7 +282,9 @@ def test_kafka_single_node_kraft(services: dict[str, Any]) -> None:
 
     bound = listeners(env["KAFKA_LISTENERS"])
     advertised = listeners(env["KAFKA_ADVERTISED_LISTENERS"])
-    protocols = dict(item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    protocols = dict(
+        item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
     assert set(bound) <= protocols.keys()
     assert env["KAFKA_CONTROLLER_LISTENER_NAMES"] in bound
     assert env["KAFKA_INTER_BROKER_LISTENER_NAME"] in advertised
@@ -296,6 +319,7 @@ def test_worker_service(services: dict[str, Any]) -> None:
     assert published_ports(worker).get(WEB_PORT) == WEB_PORT
     env = env_of(worker)
     assert env.get("ENGAGEMENT_WEB_PORT", str(WEB_PORT)) == str(WEB_PORT)
+    assert env.get("ENGAGEMENT_WEB_HOST", "0.0.0.0") == "0.0.0.0"
     assert host_path(worker, env["ENGAGEMENT_CONFIG"]) == CONFIG_EXAMPLE
 
 
@@ -419,6 +443,14 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return out
 
 
+def dockerfile_env() -> dict[str, str]:
+    env = {}
+    for keyword, rest in dockerfile_instructions():
+        if keyword == "ENV":
+            env.update(item.split("=", 1) for item in shlex.split(rest) if "=" in item)
+    return env
+
+
 def test_dockerfile() -> None:
     instructions = dockerfile_instructions()
     by_keyword: dict[str, list[str]] = {}
@@ -432,6 +464,9 @@ def test_dockerfile() -> None:
     assert json.loads(by_keyword["ENTRYPOINT"][-1]) == ["engagement"]
     assert json.loads(by_keyword["CMD"][-1]) == ["worker"]
     assert str(WEB_PORT) in by_keyword["EXPOSE"][-1].split()
+    # The settings default binds 127.0.0.1, unreachable from outside the container.
+    assert dockerfile_env()["ENGAGEMENT_WEB_HOST"] == "0.0.0.0"
+    assert dockerfile_env().get("ENGAGEMENT_WEB_PORT", str(WEB_PORT)) == str(WEB_PORT)
 
     healthcheck = by_keyword["HEALTHCHECK"][-1]
     command = json.loads(healthcheck[healthcheck.index("CMD") + 3 :].strip())
@@ -555,7 +590,9 @@ def test_alertmanager_config() -> None:
     assert config["route"]["receiver"] in names
     assert set(receivers_of(config["route"])) <= set(names)
     webhooks = [
-        hook["url"] for receiver in config["receivers"] for hook in receiver.get("webhook_configs", [])
+        hook["url"]
+        for receiver in config["receivers"]
+        for hook in receiver.get("webhook_configs", [])
     ]
     assert any(urlsplit(url).hostname == "127.0.0.1" for url in webhooks)
 
@@ -598,6 +635,7 @@ def test_k8s_worker_deployment(k8s: dict[str, list[dict[str, Any]]]) -> None:
         env = {item["name"]: item.get("value") for item in container["env"]}
         assert urlsplit(env["ENGAGEMENT_BROKER"]).scheme == "kafka"
         assert env.get("ENGAGEMENT_WEB_PORT", str(WEB_PORT)) == str(WEB_PORT)
+        assert env.get("ENGAGEMENT_WEB_HOST", "0.0.0.0") == "0.0.0.0"
 
 
 def test_k8s_service_pdb_and_config(k8s: dict[str, list[dict[str, Any]]]) -> None:
@@ -678,3 +716,18 @@ def test_config_example() -> None:
         rule["metric"] == "volume" and rule["op"] == "below" and rule.get("accounts") == ["*"]
         for rule in thresholds
     )
+
+
+def test_config_files_load_with_the_settings_loader(tmp_path: Path) -> None:
+    settings = pytest.importorskip("pipeline.settings")
+    example = settings.load(CONFIG_EXAMPLE, env={})
+    assert len(example.thresholds) == 2
+
+    (configmap,) = [
+        doc
+        for doc in yaml.safe_load_all((K8S / "configmap.yaml").read_text(encoding="utf-8"))
+        if doc and doc["kind"] == "ConfigMap"
+    ]
+    in_cluster = tmp_path / "config.toml"
+    in_cluster.write_text(configmap["data"]["config.toml"], encoding="utf-8")
+    assert settings.load(in_cluster, env={}).thresholds == example.thresholds

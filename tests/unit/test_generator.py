@@ -9,6 +9,7 @@ import types
 from collections import Counter, defaultdict
 from dataclasses import replace
 from functools import cache
+from itertools import pairwise
 from typing import Any
 
 import orjson
@@ -44,8 +45,8 @@ def bad_payloads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bytes]]:
     try:
         from pipeline.samples import malformed_interaction_payloads
     except ImportError:  # module not written yet: a tiny local stand-in, for this test only
-        fallback = [("invalid_json", b"{not json"), ("not_object", b"[1, 2]")]
-        fallback += [("missing_field", b'{"kind": "like"}'), ("bad_kind", b'{"kind": "poke"}')]
+        fallback = [("not_json", b"{not json"), ("not_object", b"[1, 2]"), ("empty", b"")]
+        fallback += [("missing_field", b'{"kind": "like"}')]
         module = types.ModuleType("pipeline.samples")
         module.malformed_interaction_payloads = lambda: list(fallback)  # type: ignore[attr-defined]
         monkeypatch.setitem(sys.modules, "pipeline.samples", module)
@@ -80,7 +81,10 @@ def test_every_interaction_is_schema_v1() -> None:
         assert m.key == e["account_id"].encode()
         assert isinstance(e["channel"], str) and CHANNEL.match(e["channel"])
         ts = e["ts"]
-        assert (isinstance(ts, int) and ts == m.ts_ms) or (isinstance(ts, str) and RFC3339.match(ts))
+        if isinstance(ts, int):
+            assert ts == m.ts_ms
+        else:
+            assert isinstance(ts, str) and RFC3339.match(ts)
         assert isinstance(e["actor_id"], str) and e["actor_id"]
         if kind in ("like", "comment", "share"):
             assert isinstance(e["post_id"], str) and e["post_id"]
@@ -105,7 +109,7 @@ def test_timestamps_mostly_epoch_some_rfc3339_and_only_slightly_disordered() -> 
     strings = sum(isinstance(e["ts"], str) for e in events) / len(events)
     assert 0.03 < strings < 0.2
     high, behind = msgs[0].ts_ms, 0
-    for prev, m in zip(msgs, msgs[1:], strict=False):
+    for prev, m in pairwise(msgs):
         assert m.ts_ms >= high - 30_000
         high = max(high, m.ts_ms)
         behind += m.ts_ms < prev.ts_ms - 500
@@ -223,7 +227,7 @@ def test_exposure_snapshots_per_account_channel_at_cadence() -> None:
     for series in snaps.values():
         stamps = [s["ts"] for s in series]
         assert len(stamps) == 20 and all(t % 30_000 == 0 for t in stamps)
-        assert all(b - a == 30_000 for a, b in zip(stamps, stamps[1:], strict=False))
+        assert all(b - a == 30_000 for a, b in pairwise(stamps))
         assert start < stamps[0] <= start + 30_000
         followers = [s["followers"] for s in series]
         assert all(10_000 <= f <= 2_100_000 for f in followers)
@@ -231,3 +235,21 @@ def test_exposure_snapshots_per_account_channel_at_cadence() -> None:
         assert all(0 <= s["reach"] <= s["impressions"] for s in series)
     levels = {series[0]["followers"] for series in snaps.values()}
     assert len(levels) == len(snaps)
+
+
+def test_pipeline_validator_agrees(bad_payloads: list[tuple[str, bytes]]) -> None:
+    from pipeline.events import Exposure, Interaction, Invalid
+    from pipeline.validation import validate
+
+    expected = {raw: reason for reason, raw in bad_payloads}
+    spec = TrafficSpec(rate_per_s=10.0, malformed_fraction=0.05)
+    reasons: Counter[str] = Counter()
+    for m in generate(spec, WED + 20 * HOUR_MS, 900.0):
+        family = "exposure" if m.topic_suffix == "exposure" else "interaction"
+        got = validate(m.value, kind_family=family)
+        if m.value in expected:
+            assert isinstance(got, Invalid) and got.reason == expected[m.value]
+            reasons[got.reason] += 1
+        else:
+            assert isinstance(got, Exposure if family == "exposure" else Interaction), got
+    assert len(reasons) >= 3

@@ -1,0 +1,216 @@
+"""Integration fixtures: one broker per session, a fresh topic set and consumer group
+per test, and a real worker process.
+
+By default the suite starts the embedded broker itself. Set
+ENGAGEMENT_TEST_BROKER=kafka://host:port to run it against an existing broker
+(for example `docker compose up kafka`, which listens on localhost:9092).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.structs import TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from pipeline import broker
+from pipeline.topics import ensure_topics
+
+ROOT = Path(__file__).resolve().parents[2]
+RAW = ["likes", "comments", "shares", "mentions", "dms", "replies", "exposure"]
+OUTPUTS = ["engagement.events", "engagement.windows", "engagement.alerts", "engagement.deadletter"]
+
+
+@pytest.fixture(scope="session")
+def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("ENGAGEMENT_TEST_BROKER")
+    if external:
+        servers = external.removeprefix("kafka://")
+        broker.wait_reachable(servers, timeout_s=10)
+        yield servers
+        return
+    port = broker.free_port()
+    log = tmp_path_factory.mktemp("broker") / "broker.log"
+    proc = broker.start(port, log_path=log)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        broker.stop(proc)
+
+
+class Worker:
+    """A real `engagement worker` process with its own settings."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, web_port: int) -> None:
+        self.env, self.log_path, self.web_port = env, log_path, web_port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 60.0) -> Worker:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "worker", "--loglevel", "info"],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+        )
+        wait_for(lambda: self.healthy(), timeout_s, "worker /healthz", self)
+        return self
+
+    def healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/healthz", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        url = f"http://127.0.0.1:{self.web_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+        out = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return out
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.metrics().get((name, tuple(sorted(labels.items()))), 0.0)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+
+def wait_for(cond: Callable[[], Any], timeout_s: float, what: str, worker: Worker | None = None) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = cond()
+        if result:
+            return result
+        time.sleep(0.2)
+    tail = f"\nworker log:\n{worker.log()}" if worker else ""
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{tail}")
+
+
+class Env:
+    """One test's topics, producer and worker settings."""
+
+    def __init__(self, bootstrap: str, tmp: Path) -> None:
+        self.bootstrap = bootstrap
+        self.tmp = tmp
+        self.prefix = f"t{uuid.uuid4().hex[:10]}."
+        self.partitions = 4
+        self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+        self.workers: list[Worker] = []
+
+    def topic(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def create_topics(self) -> None:
+        names = [f"social.{r}" for r in RAW] + OUTPUTS
+        ensure_topics(self.bootstrap, [self.topic(n) for n in names], self.partitions)
+
+    def worker(self, config: str = "", app_id: str | None = None, **env: str) -> Worker:
+        cfg = self.tmp / f"config-{len(self.workers)}.toml"
+        cfg.write_text(config, encoding="utf-8")
+        web_port = broker.free_port()
+        full_env = {
+            **os.environ,
+            "ENGAGEMENT_BROKER": f"kafka://{self.bootstrap}",
+            "ENGAGEMENT_WEB_PORT": str(web_port),
+            "ENGAGEMENT_TOPIC_PREFIX": self.prefix,
+            "ENGAGEMENT_APP_ID": app_id or f"{self.prefix}app",
+            "ENGAGEMENT_PARTITIONS": str(self.partitions),
+            "ENGAGEMENT_CONFIG": str(cfg),
+            "ENGAGEMENT_DATA_DIR": str(self.tmp / "data"),
+            **env,
+        }
+        w = Worker(full_env, self.tmp / f"worker-{len(self.workers)}.log", web_port)
+        self.workers.append(w)
+        return w
+
+    def send(self, raw: str, value: bytes | dict[str, Any], key: bytes | None = None,
+             partition: int | None = None) -> tuple[int, int]:
+        """Produce to social.<raw>; returns (partition, offset)."""
+        data = value if isinstance(value, bytes) else orjson.dumps(value)
+        if key is None and isinstance(value, dict) and partition is None:
+            key = str(value.get("account_id", "")).encode() or None
+        md = self.producer.send(self.topic(f"social.{raw}"), value=data, key=key,
+                                partition=partition).get(timeout=30)
+        return md.partition, md.offset
+
+    def read(self, name: str) -> list[Any]:
+        """Every record currently in an output topic, parsed."""
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                 consumer_timeout_ms=1500, auto_offset_reset="earliest")
+        try:
+            tps = [TopicPartition(self.topic(name), p) for p in range(self.partitions)]
+            consumer.assign(tps)
+            consumer.seek_to_beginning(*tps)
+            return [orjson.loads(m.value) for m in consumer]
+        finally:
+            consumer.close()
+
+    def wait_records(self, name: str, cond: Callable[[list[Any]], bool], timeout_s: float = 60,
+                     worker: Worker | None = None) -> list[Any]:
+        box: list[list[Any]] = []
+
+        def check() -> bool:
+            box[:] = [self.read(name)]
+            return cond(box[0])
+
+        wait_for(check, timeout_s, f"records on {name}", worker)
+        return box[0]
+
+    def committed(self, group: str, topic_prefix: str) -> int:
+        """Sum of the group's committed offsets on this test's topics starting with
+        `topic_prefix` (after the test prefix)."""
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
+        try:
+            offsets = admin.list_group_offsets({group: None}).get(group, {})
+        finally:
+            admin.close()
+        want = self.topic(topic_prefix)
+        return sum(o.offset for tp, o in offsets.items()
+                   if tp.topic.startswith(want) and o.offset > 0)
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.stop()
+        self.producer.close()
+
+
+@pytest.fixture
+def env(bootstrap: str, tmp_path: Path) -> Iterator[Env]:
+    e = Env(bootstrap, tmp_path)
+    e.create_topics()
+    try:
+        yield e
+    finally:
+        e.close()

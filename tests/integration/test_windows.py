@@ -1,0 +1,206 @@
+"""Exact event-time windows through a real worker and broker."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import Env, wait_for
+
+pytestmark = pytest.mark.integration
+
+WEIGHTS = {"like": 1.0, "comment": 2.0, "share": 3.0, "mention": 2.0, "dm": 1.0, "reply": 0.0}
+TOPIC_OF = {"like": "likes", "comment": "comments", "share": "shares", "mention": "mentions",
+            "dm": "dms", "reply": "replies"}
+# An hour on 2026-01-05, i.e. replayed history, far from the wall clock.
+BASE_MS = int(datetime(2026, 1, 5, 10, 0, tzinfo=UTC).timestamp() * 1000)
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.") + \
+        f"{ms % 1000:03d}Z"
+
+
+def make_events(rng: random.Random, n: int, accounts: list[str], span_ms: int) -> list[dict[str, Any]]:
+    events = []
+    for i in range(n):
+        kind = rng.choice(["like", "like", "like", "comment", "share", "mention", "dm", "reply"])
+        ev: dict[str, Any] = {
+            "event_id": f"ev-{i}",
+            "kind": kind,
+            "channel": rng.choice(["instagram", "x"]),
+            "account_id": rng.choice(accounts),
+            "ts": BASE_MS + rng.randrange(span_ms),
+            "actor_id": f"actor-{rng.randrange(40)}",
+            "text": "PRIVATE-SENTINEL do not leak",
+        }
+        if kind in ("like", "comment", "share"):
+            ev["post_id"] = f"post-{rng.randrange(5)}"
+        if kind == "reply":
+            ev["in_reply_to"] = f"ev-{rng.randrange(max(i, 1))}"
+            del ev["actor_id"]
+        if rng.random() < 0.3:
+            ev["ts"] = iso(ev["ts"])
+        events.append(ev)
+    return events
+
+
+def ts_ms(ev: dict[str, Any]) -> int:
+    ts = ev["ts"]
+    if isinstance(ts, int):
+        return ts
+    return int(datetime.fromisoformat(ts).timestamp() * 1000)
+
+
+def truth(events: list[dict[str, Any]], exposures: list[dict[str, Any]],
+          sizes_s: tuple[int, ...]) -> dict[tuple[str, str, int, str], dict[str, Any]]:
+    """The expected final windows, computed the simple way."""
+    out: dict[tuple[str, str, int, str], dict[str, Any]] = {}
+    acc: dict[tuple[str, str, int, int], dict[str, Any]] = defaultdict(
+        lambda: {"counts": defaultdict(int), "actors": set(), "impressions": None})
+    for ev in events:
+        for size in sizes_s:
+            start = ts_ms(ev) // (size * 1000) * size * 1000
+            w = acc[(ev["account_id"], ev["channel"], size, start)]
+            w["counts"][ev["kind"]] += 1
+            if "actor_id" in ev:
+                w["actors"].add(ev["actor_id"])
+    for x in exposures:
+        for size in sizes_s:
+            start = x["ts"] // (size * 1000) * size * 1000
+            w = acc[(x["account_id"], x["channel"], size, start)]
+            if "impressions" in x:
+                w["impressions"] = (w["impressions"] or 0) + x["impressions"]
+    for (account, channel, size, start), w in acc.items():
+        counts = {k: w["counts"].get(k, 0) for k in WEIGHTS}
+        weighted = sum(WEIGHTS[k] * n for k, n in counts.items())
+        followers = None
+        for x in sorted(exposures, key=lambda x: x["ts"]):
+            if (x["account_id"], x["channel"]) == (account, channel) and "followers" in x \
+                    and x["ts"] < start + size * 1000:
+                followers = x["followers"]
+        out[(account, channel, size, iso(start))] = {
+            "counts": counts,
+            "unique_actors": len(w["actors"]),
+            "weighted_engagement": weighted,
+            "followers": followers,
+            "impressions": w["impressions"],
+            "rate_by_followers": weighted / followers if followers else None,
+            "rate_by_impressions": weighted / w["impressions"] if w["impressions"] else None,
+        }
+    return out
+
+
+def close_all(env: Env, accounts: list[str], at_ms: int) -> None:
+    """One event far ahead per account moves every partition's watermark past the data."""
+    for a in accounts:
+        env.send("likes", {"event_id": f"closer-{a}", "kind": "like", "channel": "closer",
+                           "account_id": a, "ts": at_ms, "post_id": "p"})
+
+
+def by_key(windows: list[dict[str, Any]]) -> dict[tuple[str, str, int, str], list[dict[str, Any]]]:
+    out: dict[tuple[str, str, int, str], list[dict[str, Any]]] = defaultdict(list)
+    for w in windows:
+        out[(w["account_id"], w["channel"], w["size_seconds"], w["window_start"])].append(w)
+    return out
+
+
+FIELDS = ("counts", "unique_actors", "weighted_engagement", "followers", "impressions",
+          "rate_by_followers", "rate_by_impressions")
+
+CONFIG = """
+[windows]
+sizes_s = [60, 300]
+allowed_lateness_s = 900
+grace_s = 0
+idle_after_s = 3600
+
+[dedup]
+horizon_s = 1800
+"""
+
+
+def test_windows_exact_after_duplicates_reordering_and_unkeyed_producers(env: Env) -> None:
+    rng = random.Random(42)
+    accounts = ["acme", "globex", "initech", "umbrella", "hooli"]
+    events = make_events(rng, 1500, accounts, span_ms=12 * 60_000)
+    exposures = [
+        {"account_id": a, "channel": c, "ts": BASE_MS + m * 60_000 + 500,
+         "followers": 10_000 + 100 * m, "impressions": 1000 + m}
+        for a in accounts for c in ("instagram", "x") for m in range(0, 12, 3)
+    ]
+    worker = env.worker(CONFIG).start()
+    # Out of order within 10 minutes, 10% redelivered, a third without a key.
+    sends: list[tuple[str, dict[str, Any], bool]] = []
+    for ev in events:
+        sends.append((TOPIC_OF[ev["kind"]], ev, rng.random() < 0.33))
+        if rng.random() < 0.10:
+            sends.append((TOPIC_OF[ev["kind"]], ev, True))
+    sends += [("exposure", x, False) for x in exposures]
+    rng.shuffle(sends)
+    for topic, value, unkeyed in sends:
+        if unkeyed:
+            env.send(topic, value, partition=rng.randrange(env.partitions))
+        else:
+            env.send(topic, value)
+    close_all(env, accounts, BASE_MS + 3 * 3600_000)
+    expected = truth(events, exposures, (60, 300))
+
+    windows = env.wait_records(
+        "engagement.windows",
+        lambda ws: set(by_key([w for w in ws if w["channel"] != "closer"])) >= set(expected),
+        timeout_s=90, worker=worker)
+    got = by_key([w for w in windows if w["channel"] != "closer"])
+    assert set(got) == set(expected), "unexpected or missing windows"
+    for key, exp in expected.items():
+        assert len(got[key]) == 1, f"window {key} emitted {len(got[key])} times"
+        actual = {f: got[key][0][f] for f in FIELDS}
+        assert actual == exp, key
+    duplicates = sum(1 for _, _, unkeyed in sends) - len(events) - len(exposures)
+    assert worker.metric("engagement_duplicate_events_total") == duplicates
+    total = sum(worker.metric("engagement_events_total", kind=k, channel=c)
+                for k in WEIGHTS for c in ("instagram", "x"))
+    assert total == len(events)
+    # message text never reaches an output
+    assert "PRIVATE-SENTINEL" not in str(windows)
+    assert "PRIVATE-SENTINEL" not in worker.log()
+
+
+def test_state_survives_a_worker_crash(env: Env) -> None:
+    """Window state and dedup state are restored from the changelog after kill -9."""
+    rng = random.Random(7)
+    accounts = ["acme", "globex", "initech"]
+    events = make_events(rng, 600, accounts, span_ms=6 * 60_000)
+    first, second = events[:300], events[300:]
+    app_id = f"{env.prefix}crash"
+    worker = env.worker(CONFIG, app_id=app_id).start()
+    for ev in first:
+        env.send(TOPIC_OF[ev["kind"]], ev)
+    wait_for(lambda: sum(v for (n, _), v in worker.metrics().items()
+                         if n == "engagement_events_total") == len(first), 60, "first half", worker)
+    # Kill only once the offsets are committed, so every later duplicate is a redelivery
+    # that only the restored dedup state can recognise.
+    wait_for(lambda: env.committed(app_id, "social.") == len(first), 30, "commit", worker)
+    worker.kill()
+    worker = env.worker(CONFIG, app_id=app_id).start()
+    for ev in first[:100] + second:  # redeliver a third of the first half
+        env.send(TOPIC_OF[ev["kind"]], ev)
+    close_all(env, accounts, BASE_MS + 3 * 3600_000)
+    expected = truth(events, [], (60, 300))
+    windows = env.wait_records(
+        "engagement.windows",
+        lambda ws: set(by_key([w for w in ws if w["channel"] != "closer"])) >= set(expected),
+        timeout_s=90, worker=worker)
+    got = by_key([w for w in windows if w["channel"] != "closer"])
+    assert set(got) == set(expected)
+    for key, exp in expected.items():
+        assert len(got[key]) == 1
+        assert got[key][0]["counts"] == exp["counts"], key
+        assert got[key][0]["unique_actors"] == exp["unique_actors"], key
+    # At least the 100 redeliveries; a rebalance while the dead member times out may make
+    # the router forward a few events twice, which dedup also absorbs.
+    assert worker.metric("engagement_duplicate_events_total") >= 100
