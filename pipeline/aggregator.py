@@ -173,11 +173,13 @@ class Aggregator:
             broker_ms = row[wire.X_SRC][3]
             if row[wire.X_FOLLOWERS] is not None:
                 self._add_followers(state, account, channel, ts, row[wire.X_FOLLOWERS])
-        end = 0
+        max_end = 0
         emitted = state.emitted_through_ms
         for size in self.cfg.sizes_ms:
             start = ts - ts % size
             end = start + size
+            if end > max_end:
+                max_end = end
             # A larger window may still be open when a smaller one is final;
             # a window at or below the emitted watermark was already published.
             if emitted is not None and end + self.cfg.grace_ms <= emitted:
@@ -203,7 +205,7 @@ class Aggregator:
                     agg.impressions = (agg.impressions or 0) + row[wire.X_IMPRESSIONS]
                 if row[wire.X_REACH] is not None:
                     agg.reach = (agg.reach or 0) + row[wire.X_REACH]
-        return end
+        return max_end
 
     @staticmethod
     def _add_followers(state: PartitionState, account: str, channel: str, ts: int, n: int) -> None:
@@ -222,6 +224,9 @@ class Aggregator:
         state.cooldowns = dict(marker.get("cooldowns", {}))
         wm = state.watermark
         wm.floor_ms = marker.get("watermark_ms")
+        # Followers levels whose deltas may have been pruned (see `marker`)
+        for account, channel, ts, n in marker.get("followers", ()):
+            self._add_followers(state, account, channel, ts, n)
         for d in sorted(deltas, key=lambda d: d.seq):
             late = set(d.late_idx)
             for i, row in enumerate(d.rows):
@@ -240,6 +245,9 @@ class Aggregator:
     def close_windows(self, state: PartitionState, wall_ms: int) -> list[FinalWindow]:
         """Pop every window that is final at the current watermark, in a deterministic
         order (end, size, account, channel)."""
+        ws = state.watermark
+        if ws.last_event_wall_ms is None and ws.max_event_ms is not None:
+            ws.last_event_wall_ms = wall_ms  # restored: idle time counts from the restart
         wm = self.watermark(state).advance(wall_ms)
         if wm is None:
             return []
@@ -304,7 +312,26 @@ class Aggregator:
             "cooldowns": state.cooldowns,
             "seq": state.seq,
             "applied_offset": state.applied_offset,
+            "followers": self._followers_before_cutoff(state),
         }
+
+    def _followers_before_cutoff(self, state: PartitionState) -> list[list[Any]]:
+        """Per account x channel, the last followers level before the prune cutoff: prune
+        keeps it in memory but may tombstone the delta it came from."""
+        wm = state.watermark.floor_ms
+        if wm is None:
+            return []
+        cutoff = wm - self.cfg.horizon_ms
+        out: list[list[Any]] = []
+        for (account, channel), hist in state.followers.items():
+            last = None
+            for entry in hist:  # sorted by event time
+                if entry[0] >= cutoff:
+                    break
+                last = entry
+            if last is not None:
+                out.append([account, channel, last[0], last[1]])
+        return out
 
     # -- bounding -------------------------------------------------------------
     def prune(self, state: PartitionState) -> list[int]:

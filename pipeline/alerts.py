@@ -60,7 +60,10 @@ def evaluate(
         if last_end is not None and window_start_ms < last_end + rule.cooldown_s * 1000:
             continue
         cooldowns[key] = window_end_ms
-        sent = (now or datetime.now(tz=UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        sent_at = now or datetime.now(tz=UTC)
+        if sent_at.tzinfo is not None:  # an aware time in another zone: say it in UTC
+            sent_at = sent_at.astimezone(UTC)
+        sent = sent_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         alerts.append(
             {
                 "alert_id": alert_id("threshold", rule.name, account, channel, size_s,
