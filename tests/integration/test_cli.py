@@ -1,0 +1,99 @@
+"""The `engagement` command as a user runs it: errors, the broker, the demo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import broker
+from tests.integration.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "pipeline.cli"]
+
+
+def children_of(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is gone for our purposes
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def test_unreachable_broker_is_a_one_line_error() -> None:
+    port = broker.free_port()
+    env = {**os.environ, "ENGAGEMENT_BROKER": f"kafka://127.0.0.1:{port}"}
+    out = subprocess.run([*CLI, "worker", "--wait", "1"], env=env, capture_output=True,
+                         text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ENGAGEMENT_BROKER" in lines[0], out.stderr
+
+
+def test_invalid_settings_are_a_one_line_error() -> None:
+    env = {**os.environ, "ENGAGEMENT_WEB_PORT": "eighty"}
+    out = subprocess.run([*CLI, "worker"], env=env, capture_output=True, text=True, timeout=60,
+                         cwd=ROOT)
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    assert "ENGAGEMENT_WEB_PORT" in out.stderr
+
+
+def test_broker_command_runs_in_foreground_and_stops_on_ctrl_c() -> None:
+    port = broker.free_port()
+    proc = subprocess.Popen([*CLI, "broker", "--port", str(port)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: broker.port_open("127.0.0.1", port), 20, "broker port")
+        kids = children_of(proc.pid)
+        assert kids, "the broker runs as a child process"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+        wait_for(lambda: not any(alive(k) for k in kids), 10, "broker process to exit")
+        assert not broker.port_open("127.0.0.1", port)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_demo_shows_alerts_serves_metrics_and_stops_cleanly(tmp_path: Path) -> None:
+    port, web_port = broker.free_port(), broker.free_port()
+    log = tmp_path / "demo.out"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*CLI, "demo", "--port", str(port), "--web-port", str(web_port)],
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: b"ALERT" in log.read_bytes() or proc.poll() is not None, 120,
+                 "the first alert in the demo's output")
+        assert proc.poll() is None, log.read_text()
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=5) as r:
+            assert b"engagement_windows_emitted_total" in r.read()
+        kids = children_of(proc.pid)
+        assert len(kids) >= 3, "broker, worker and generator"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0, log.read_text()
+        deadline = time.monotonic() + 10
+        while any(alive(k) for k in kids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(alive(k) for k in kids), "orphan processes after Ctrl-C"
+        assert not broker.port_open("127.0.0.1", port)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
