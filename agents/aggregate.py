@@ -10,6 +10,7 @@ same windows with the same contents and the same alert ids.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -57,15 +58,20 @@ class PartitionWork:
         """Rebuild partition p from the recovered table contents."""
         data = self.rt.state_table.data
         prefix = f"d:{p}:".encode()
-        deltas = [Delta.from_json(orjson.loads(v)) for k, v in data.items()
-                  if k.startswith(prefix) and v]
+        deltas = [
+            Delta.from_json(orjson.loads(v)) for k, v in data.items() if k.startswith(prefix) and v
+        ]
         raw_marker = data.get(marker_key(p))
         marker = orjson.loads(raw_marker) if raw_marker else {}
         state = PartitionState()
         self.rt.aggregator.restore(state, deltas, marker)
         if deltas or marker:
-            log.info("restored partition %d: %d deltas, applied offset %d",
-                     p, len(deltas), state.applied_offset)
+            log.info(
+                "restored partition %d: %d deltas, applied offset %d",
+                p,
+                len(deltas),
+                state.applied_offset,
+            )
         return state
 
     def write(self, p: int, key: bytes, value: bytes | None) -> None:
@@ -96,7 +102,8 @@ class PartitionWork:
             for row in applied.too_late:
                 src = row[wire.I_SRC] if row[0] == wire.INTERACTION else row[wire.X_SRC]
                 await rt.deadletter_topic.send(
-                    value=deadletter.too_late_record(wire.row_as_event(row), src))
+                    value=deadletter.too_late_record(wire.row_as_event(row), src)
+                )
         m.processing_latency.observe(max(0.0, time.time() - broker_ts))
         await self.close(p, state, wall_ms)
 
@@ -133,13 +140,15 @@ class PartitionWork:
             rt.metrics.windows_emitted.labels(f"{rec['size_seconds']}s").inc()
             if newest:
                 rt.metrics.output_latency.labels("window").observe(max(0.0, now - newest / 1000))
-            for alert in alerts.evaluate(rec, final.start_ms, final.end_ms, rt.settings.thresholds, state.cooldowns):
+            for alert in alerts.evaluate(
+                rec, final.start_ms, final.end_ms, rt.settings.thresholds, state.cooldowns
+            ):
                 pending.append(await rt.alerts_topic.send(key=key, value=orjson.dumps(alert)))
-                rt.metrics.alerts.labels(alert["type"], alert["severity"],
-                                         rt.labels.label(alert["account_id"])).inc()
+                rt.metrics.alerts.labels(
+                    alert["type"], alert["severity"], rt.labels.label(alert["account_id"])
+                ).inc()
                 if newest:
-                    rt.metrics.output_latency.labels("alert").observe(
-                        max(0.0, now - newest / 1000))
+                    rt.metrics.output_latency.labels("alert").observe(max(0.0, now - newest / 1000))
         await asyncio.gather(*pending)
         self.write(p, marker_key(p), orjson.dumps(rt.aggregator.marker(state)))
         for seq in rt.aggregator.prune(state):
@@ -149,8 +158,11 @@ class PartitionWork:
         """Idle advance and gauges, once a second."""
         rt, m = self.rt, self.rt.metrics
         wall_ms = int(time.time() * 1000)
-        assigned = {tp.partition for tp in rt.app.consumer.assignment()
-                    if tp.topic == rt.events_topic.get_topic_name()}
+        assigned = {
+            tp.partition
+            for tp in rt.app.consumer.assignment()
+            if tp.topic == rt.events_topic.get_topic_name()
+        }
         for p in list(rt.states):
             if p not in assigned:
                 del rt.states[p]  # revoked: another worker owns it now
@@ -170,10 +182,8 @@ class PartitionWork:
         if time.monotonic() - self.last_label_refresh > 60:
             self.last_label_refresh = time.monotonic()
             for account in rt.labels.refresh():
-                try:
+                with contextlib.suppress(KeyError):
                     m.account_events.remove(account)
-                except KeyError:
-                    pass
 
     async def _lag(self) -> None:
         consumer = self.rt.app.consumer
@@ -184,11 +194,12 @@ class PartitionWork:
             try:
                 position = await consumer.position(tp)
                 high = consumer.highwater(tp)
-            except Exception:  # noqa: BLE001 - a gauge must never stop the worker
+            except Exception:
                 continue
             if position is not None and high is not None:
                 self.rt.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
-                    max(0, high - position))
+                    max(0, high - position)
+                )
 
 
 def register(rt: Runtime) -> None:

@@ -90,8 +90,13 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     registry = registry if registry is not None else CollectorRegistry()
 
     def topic(name: str, **kw: Any) -> Any:
-        return app.topic(s.topic(name), key_serializer="raw", value_serializer="raw",
-                         partitions=s.partitions, **kw)
+        return app.topic(
+            s.topic(name),
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=s.partitions,
+            **kw,
+        )
 
     rt = Runtime(
         settings=s,

@@ -59,8 +59,9 @@ def register(rt: Runtime) -> None:
                 rejected[result.reason] += 1
                 await rt.deadletter_topic.send(
                     key=msg.key,
-                    value=deadletter.record(result, msg.topic, msg.partition, msg.offset,
-                                            msg.key, msg.value),
+                    value=deadletter.record(
+                        result, msg.topic, msg.partition, msg.offset, msg.key, msg.value
+                    ),
                 )
             for p, rows in batches.items():
                 await rt.events_topic.send(partition=p, value=wire.encode_batch(rows))

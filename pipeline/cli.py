@@ -31,8 +31,9 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     s = _settings()
-    logging.basicConfig(level=args.loglevel.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     logging.getLogger("kafka").setLevel(logging.WARNING)
     broker.wait_reachable(s.bootstrap_servers, timeout_s=args.wait)
     from agents.app import ALERTS_TOPIC, DEADLETTER_TOPIC, EVENTS_TOPIC, RAW_TOPICS, WINDOWS_TOPIC
@@ -50,9 +51,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     broker.wait_reachable(s.bootstrap_servers, timeout_s=args.wait)
     from pipeline.produce import generate_to_kafka
 
-    n = generate_to_kafka(s, rate=args.rate, duration_s=args.duration, seed=args.seed,
-                          malformed=args.malformed, speed=args.speed,
-                          backfill_s=args.backfill, quiet=args.quiet)
+    n = generate_to_kafka(
+        s,
+        rate=args.rate,
+        duration_s=args.duration,
+        seed=args.seed,
+        malformed=args.malformed,
+        speed=args.speed,
+        backfill_s=args.backfill,
+        quiet=args.quiet,
+    )
     if not args.quiet:
         print(f"generated {n} messages", flush=True)
     return 0
@@ -91,8 +99,12 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=7)
     g.add_argument("--malformed", type=float, default=0.0, help="fraction of malformed messages")
     g.add_argument("--speed", type=float, default=1.0, help="event time per wall time; 0 = max")
-    g.add_argument("--backfill", type=float, default=0.0,
-                   help="start this many seconds in the past (sent at once)")
+    g.add_argument(
+        "--backfill",
+        type=float,
+        default=0.0,
+        help="start this many seconds in the past (sent at once)",
+    )
     g.add_argument("--quiet", action="store_true")
     g.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the broker")
     g.set_defaults(func=cmd_generate)

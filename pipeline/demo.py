@@ -50,8 +50,11 @@ cooldown_s = 900
 
 def _print_alert(raw: bytes) -> None:
     a = orjson.loads(raw)
-    print(f"ALERT [{a['severity']:>8}] {a['type']:<16} {a['account_id']}/{a['channel']}: "
-          f"{a['message']}", flush=True)
+    print(
+        f"ALERT [{a['severity']:>8}] {a['type']:<16} {a['account_id']}/{a['channel']}: "
+        f"{a['message']}",
+        flush=True,
+    )
 
 
 def run_demo(port: int, web_port: int, rate: float) -> int:
@@ -61,26 +64,48 @@ def run_demo(port: int, web_port: int, rate: float) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="engagement-demo-"))
     config = workdir / "demo.toml"
     config.write_text(DEMO_CONFIG, encoding="utf-8")
-    env = {**os.environ, "ENGAGEMENT_BROKER": f"kafka://127.0.0.1:{port}",
-           "ENGAGEMENT_WEB_PORT": str(web_port), "ENGAGEMENT_CONFIG": str(config),
-           "ENGAGEMENT_DATA_DIR": str(workdir / "data")}
+    env = {
+        **os.environ,
+        "ENGAGEMENT_BROKER": f"kafka://127.0.0.1:{port}",
+        "ENGAGEMENT_WEB_PORT": str(web_port),
+        "ENGAGEMENT_CONFIG": str(config),
+        "ENGAGEMENT_DATA_DIR": str(workdir / "data"),
+    }
     exe = [sys.executable, "-m", "pipeline.cli"]
     children: list[subprocess.Popen[bytes]] = []
     proc = broker.start(port, log_path=workdir / "broker.log")
     children.append(proc)
     try:
         worker_log = open(workdir / "worker.log", "ab")  # noqa: SIM115
-        children.append(subprocess.Popen([*exe, "worker", "--loglevel", "warning"], env=env,
-                                         stdout=worker_log, stderr=subprocess.STDOUT))
-        children.append(subprocess.Popen([*exe, "generate", "--rate", str(rate), "--backfill", "300", "--quiet"],
-                                         env=env, stdout=worker_log, stderr=subprocess.STDOUT))
-        print(f"broker 127.0.0.1:{port} | metrics http://127.0.0.1:{web_port}/metrics | "
-              f"logs {workdir} | Ctrl-C stops everything", flush=True)
-        print("the generator backfills 5 minutes, then runs live; alerts appear below",
-              flush=True)
-        consumer = KafkaConsumer("engagement.alerts", "engagement.windows",
-                                 bootstrap_servers=f"127.0.0.1:{port}",
-                                 auto_offset_reset="earliest", group_id=None)
+        children.append(
+            subprocess.Popen(
+                [*exe, "worker", "--loglevel", "warning"],
+                env=env,
+                stdout=worker_log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        children.append(
+            subprocess.Popen(
+                [*exe, "generate", "--rate", str(rate), "--backfill", "300", "--quiet"],
+                env=env,
+                stdout=worker_log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        print(
+            f"broker 127.0.0.1:{port} | metrics http://127.0.0.1:{web_port}/metrics | "
+            f"logs {workdir} | Ctrl-C stops everything",
+            flush=True,
+        )
+        print("the generator backfills 5 minutes, then runs live; alerts appear below", flush=True)
+        consumer = KafkaConsumer(
+            "engagement.alerts",
+            "engagement.windows",
+            bootstrap_servers=f"127.0.0.1:{port}",
+            auto_offset_reset="earliest",
+            group_id=None,
+        )
         windows = 0
         last_report = time.monotonic()
         while True:
@@ -95,8 +120,10 @@ def run_demo(port: int, web_port: int, rate: float) -> int:
                 print(f"... {windows} final windows published so far", flush=True)
             for child in children:
                 if child.poll() is not None:
-                    print(f"a demo process exited (code {child.returncode}); see {workdir}",
-                          file=sys.stderr)
+                    print(
+                        f"a demo process exited (code {child.returncode}); see {workdir}",
+                        file=sys.stderr,
+                    )
                     return 1
     except KeyboardInterrupt:
         print("\nstopping...", flush=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 # *_created series double the exposition for no use in Grafana or alert rules.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
@@ -32,37 +32,71 @@ class EngagementMetrics:
     def create(cls, registry: CollectorRegistry) -> EngagementMetrics:
         r = registry
         return cls(
-            events=Counter("engagement_events_total", "Valid events counted, by kind and channel",
-                           ["kind", "channel"], registry=r),
-            invalid=Counter("engagement_invalid_events_total",
-                            "Messages sent to the dead-letter topic, by reason", ["reason"],
-                            registry=r),
-            late=Counter("engagement_late_events_total",
-                         "Events behind the watermark: counted (window still open) or "
-                         "dropped (window already final)", ["disposition"], registry=r),
-            duplicates=Counter("engagement_duplicate_events_total",
-                               "Redelivered event_ids ignored", registry=r),
-            windows_emitted=Counter("engagement_windows_emitted_total",
-                                    "Final windows published, by size", ["size"], registry=r),
-            alerts=Counter("engagement_alerts_total", "Alerts published",
-                           ["type", "severity", "account"], registry=r),
-            account_events=Counter("engagement_account_events_total",
-                                   "Valid events by account (configured or top N, else other)",
-                                   ["account"], registry=r),
-            consumer_lag=Gauge("engagement_consumer_lag",
-                               "Messages between the committed position and the end of "
-                               "each assigned partition", ["topic", "partition"], registry=r),
-            watermark_lag=Gauge("engagement_watermark_lag_seconds",
-                                "Wall clock minus the partition's watermark", ["partition"],
-                                registry=r),
+            events=Counter(
+                "engagement_events_total",
+                "Valid events counted, by kind and channel",
+                ["kind", "channel"],
+                registry=r,
+            ),
+            invalid=Counter(
+                "engagement_invalid_events_total",
+                "Messages sent to the dead-letter topic, by reason",
+                ["reason"],
+                registry=r,
+            ),
+            late=Counter(
+                "engagement_late_events_total",
+                "Events behind the watermark: counted (window still open) or "
+                "dropped (window already final)",
+                ["disposition"],
+                registry=r,
+            ),
+            duplicates=Counter(
+                "engagement_duplicate_events_total", "Redelivered event_ids ignored", registry=r
+            ),
+            windows_emitted=Counter(
+                "engagement_windows_emitted_total",
+                "Final windows published, by size",
+                ["size"],
+                registry=r,
+            ),
+            alerts=Counter(
+                "engagement_alerts_total",
+                "Alerts published",
+                ["type", "severity", "account"],
+                registry=r,
+            ),
+            account_events=Counter(
+                "engagement_account_events_total",
+                "Valid events by account (configured or top N, else other)",
+                ["account"],
+                registry=r,
+            ),
+            consumer_lag=Gauge(
+                "engagement_consumer_lag",
+                "Messages between the committed position and the end of each assigned partition",
+                ["topic", "partition"],
+                registry=r,
+            ),
+            watermark_lag=Gauge(
+                "engagement_watermark_lag_seconds",
+                "Wall clock minus the partition's watermark",
+                ["partition"],
+                registry=r,
+            ),
             open_windows=Gauge("engagement_open_windows", "Windows not yet final", registry=r),
             dedup_ids=Gauge("engagement_dedup_ids", "Event ids held for dedup", registry=r),
             processing_latency=Histogram(
                 "engagement_processing_latency_seconds",
                 "Broker append time of a raw message to its effect in window state",
-                buckets=LATENCY_BUCKETS, registry=r),
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            ),
             output_latency=Histogram(
                 "engagement_event_to_output_latency_seconds",
-                "Broker append time of the newest event in a window (or alert) to its "
-                "publication", ["output"], buckets=LATENCY_BUCKETS, registry=r),
+                "Broker append time of the newest event in a window (or alert) to its publication",
+                ["output"],
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            ),
         )

@@ -24,8 +24,12 @@ def generate_to_kafka(
     """Produce generated messages; `speed` is event seconds per wall second (0: no pacing).
     Event time starts `backfill_s` seconds ago: the past is sent at once, then traffic
     continues live."""
-    producer = KafkaProducer(bootstrap_servers=s.bootstrap_servers, linger_ms=20, acks="all",
-                             client_id="engagement-generate")
+    producer = KafkaProducer(
+        bootstrap_servers=s.bootstrap_servers,
+        linger_ms=20,
+        acks="all",
+        client_id="engagement-generate",
+    )
     spec = TrafficSpec(seed=seed, rate_per_s=rate, malformed_fraction=malformed)
     now_ms = int(time.time() * 1000)
     start_ms = now_ms - int(backfill_s * 1000)

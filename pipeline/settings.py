@@ -161,9 +161,7 @@ def _flatten(doc: Mapping[str, Any], problems: list[tuple[str, str]]) -> dict[st
                 continue
             for sub, subval in value.items():
                 path = f"{key}.{sub}"
-                if key in ("weights", "alerts") or (key == "rates" and sub == "by_account"):
-                    flat[path] = subval
-                elif path in _TOML_FIELDS:
+                if key in ("weights", "alerts") or (key == "rates" and sub == "by_account") or path in _TOML_FIELDS:
                     flat[path] = subval
                 else:
                     problems.append((path, "unknown key"))

@@ -3,6 +3,7 @@ so this never runs inside the worker's event loop)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable
 
@@ -13,14 +14,16 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from pipeline.broker import BrokerError
 
 
-def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int,
-                  timeout_s: float = 30.0) -> None:
+def ensure_topics(
+    bootstrap: str, names: Iterable[str], partitions: int, timeout_s: float = 30.0
+) -> None:
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="engagement-admin",
-                                     request_timeout_ms=10_000)
+            admin = KafkaAdminClient(
+                bootstrap_servers=bootstrap, client_id="engagement-admin", request_timeout_ms=10_000
+            )
         except KafkaError as exc:
             last = exc
             time.sleep(0.5)
@@ -29,10 +32,8 @@ def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int,
             existing = set(admin.list_topics())
             missing = [n for n in names if n not in existing]
             if missing:
-                try:
+                with contextlib.suppress(TopicAlreadyExistsError):
                     admin.create_topics([NewTopic(n, partitions, 1) for n in missing])
-                except TopicAlreadyExistsError:
-                    pass
             return
         except KafkaError as exc:
             last = exc

@@ -74,9 +74,22 @@ def decode_batch(raw: bytes) -> list[Row]:
 
 def row_as_event(row: Row) -> dict[str, Any]:
     """The canonical event of a row as a JSON-ready dict (for dead-letter records)."""
+    keys: tuple[str, ...]
     if row[0] == INTERACTION:
-        keys = ("event_id", "kind", "channel", "account_id", "ts", "post_id", "actor_id",
-                "in_reply_to", "thread_id", "issue_type", "priority", "sentiment")
+        keys = (
+            "event_id",
+            "kind",
+            "channel",
+            "account_id",
+            "ts",
+            "post_id",
+            "actor_id",
+            "in_reply_to",
+            "thread_id",
+            "issue_type",
+            "priority",
+            "sentiment",
+        )
         out = dict(zip(keys, row[1:13], strict=True))
     else:
         keys = ("account_id", "channel", "ts", "post_id", "followers", "impressions", "reach")

@@ -61,7 +61,10 @@ class Worker:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "worker", "--loglevel", "info"],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
         wait_for(lambda: self.healthy(), timeout_s, "worker /healthz", self)
         return self
@@ -71,7 +74,9 @@ class Worker:
         if self.proc.poll() is not None:
             raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/healthz", timeout=1) as r:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.web_port}/healthz", timeout=1
+            ) as r:
                 return bool(r.status == 200)
         except OSError:
             return False
@@ -107,7 +112,9 @@ class Worker:
         return self.log_path.read_text(errors="replace")[-6000:]
 
 
-def wait_for(cond: Callable[[], Any], timeout_s: float, what: str, worker: Worker | None = None) -> Any:
+def wait_for(
+    cond: Callable[[], Any], timeout_s: float, what: str, worker: Worker | None = None
+) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         result = cond()
@@ -155,20 +162,30 @@ class Env:
         self.workers.append(w)
         return w
 
-    def send(self, raw: str, value: bytes | dict[str, Any], key: bytes | None = None,
-             partition: int | None = None) -> tuple[int, int]:
+    def send(
+        self,
+        raw: str,
+        value: bytes | dict[str, Any],
+        key: bytes | None = None,
+        partition: int | None = None,
+    ) -> tuple[int, int]:
         """Produce to social.<raw>; returns (partition, offset)."""
         data = value if isinstance(value, bytes) else orjson.dumps(value)
         if key is None and isinstance(value, dict) and partition is None:
             key = str(value.get("account_id", "")).encode() or None
-        md = self.producer.send(self.topic(f"social.{raw}"), value=data, key=key,
-                                partition=partition).get(timeout=30)
+        md = self.producer.send(
+            self.topic(f"social.{raw}"), value=data, key=key, partition=partition
+        ).get(timeout=30)
         return md.partition, md.offset
 
     def read(self, name: str) -> list[Any]:
         """Every record currently in an output topic, parsed."""
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                 consumer_timeout_ms=1500, auto_offset_reset="earliest")
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            consumer_timeout_ms=1500,
+            auto_offset_reset="earliest",
+        )
         try:
             tps = [TopicPartition(self.topic(name), p) for p in range(self.partitions)]
             consumer.assign(tps)
@@ -177,8 +194,13 @@ class Env:
         finally:
             consumer.close()
 
-    def wait_records(self, name: str, cond: Callable[[list[Any]], bool], timeout_s: float = 60,
-                     worker: Worker | None = None) -> list[Any]:
+    def wait_records(
+        self,
+        name: str,
+        cond: Callable[[list[Any]], bool],
+        timeout_s: float = 60,
+        worker: Worker | None = None,
+    ) -> list[Any]:
         box: list[list[Any]] = []
 
         def check() -> bool:
@@ -197,8 +219,9 @@ class Env:
         finally:
             admin.close()
         want = self.topic(topic_prefix)
-        return sum(o.offset for tp, o in offsets.items()
-                   if tp.topic.startswith(want) and o.offset > 0)
+        return sum(
+            o.offset for tp, o in offsets.items() if tp.topic.startswith(want) and o.offset > 0
+        )
 
     def close(self) -> None:
         for w in self.workers:

@@ -40,18 +40,33 @@ cooldown_s = 120
 
 
 def events(account: str, minute: int, n: int) -> list[dict[str, Any]]:
-    return [{"event_id": f"{account}-{minute}-{i}", "kind": "comment", "channel": "x",
-             "account_id": account, "ts": BASE_MS + minute * 60_000 + i * 1000,
-             "post_id": "p", "actor_id": f"u{i}", "text": "PRIVATE-SENTINEL"}
-            for i in range(n)]
+    return [
+        {
+            "event_id": f"{account}-{minute}-{i}",
+            "kind": "comment",
+            "channel": "x",
+            "account_id": account,
+            "ts": BASE_MS + minute * 60_000 + i * 1000,
+            "post_id": "p",
+            "actor_id": f"u{i}",
+            "text": "PRIVATE-SENTINEL",
+        }
+        for i in range(n)
+    ]
 
 
 def test_threshold_alerts_with_event_time_cooldown(env: Env) -> None:
     worker = env.worker(CONFIG).start()
     # minute 0 alerts; minute 1 is within the 120 s cooldown; minute 3 alerts again;
     # globex is not covered by the rule; minute 4 has too little volume.
-    for ev in events("acme", 0, 10) + events("acme", 1, 10) + events("acme", 3, 10) \
-            + events("globex", 0, 10) + events("acme", 4, 2) + events("acme", 9, 1):
+    for ev in (
+        events("acme", 0, 10)
+        + events("acme", 1, 10)
+        + events("acme", 3, 10)
+        + events("globex", 0, 10)
+        + events("acme", 4, 2)
+        + events("acme", 9, 1)
+    ):
         env.send("comments", ev)
     alerts = env.wait_records("engagement.alerts", lambda rs: len(rs) >= 2, worker=worker)
     windows = env.wait_records("engagement.windows", lambda ws: len(ws) >= 5, worker=worker)
@@ -59,19 +74,35 @@ def test_threshold_alerts_with_event_time_cooldown(env: Env) -> None:
     assert len(alerts) == 2
     schema = json.loads((ROOT / "schemas" / "alert.v1.json").read_text())
     for a in alerts:
-        jsonschema.Draft202012Validator(
-            schema, format_checker=jsonschema.FormatChecker()).validate(a)
+        jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(
+            a
+        )
         assert "PRIVATE-SENTINEL" not in json.dumps(a)
     starts = sorted(a["window_start"] for a in alerts)
     assert starts == [iso(BASE_MS), iso(BASE_MS + 3 * 60_000)]
     for a in alerts:
         start_ms = BASE_MS + (0 if a["window_start"] == iso(BASE_MS) else 3 * 60_000)
         assert a["alert_id"] == alert_id("threshold", "busy", "acme", "x", 60, start_ms)
-        assert (a["type"], a["severity"], a["observed"], a["threshold"]) == \
-            ("threshold_above", "critical", 10.0, 5.0)
-    wait_for(lambda: worker.metric("engagement_alerts_total", type="threshold_above",
-                                   severity="critical", account="acme") == 2, 10, "alert metric",
-             worker)
+        assert (a["type"], a["severity"], a["observed"], a["threshold"]) == (
+            "threshold_above",
+            "critical",
+            10.0,
+            5.0,
+        )
+    wait_for(
+        lambda: (
+            worker.metric(
+                "engagement_alerts_total",
+                type="threshold_above",
+                severity="critical",
+                account="acme",
+            )
+            == 2
+        ),
+        10,
+        "alert metric",
+        worker,
+    )
 
 
 def test_metrics_endpoint_series_and_bounded_account_labels(env: Env) -> None:
@@ -80,17 +111,29 @@ def test_metrics_endpoint_series_and_bounded_account_labels(env: Env) -> None:
         env.send("comments", ev)
     env.send("comments", b"not json", key=b"acme")
     env.send("comments", events("acme", 0, 1)[0])  # duplicate
-    wait_for(lambda: worker.metric("engagement_events_total", kind="comment", channel="x") == 12,
-             30, "events counted", worker)
-    wait_for(lambda: any(n == "engagement_consumer_lag" for n, _ in worker.metrics()), 15,
-             "consumer lag gauge", worker)
+    wait_for(
+        lambda: worker.metric("engagement_events_total", kind="comment", channel="x") == 12,
+        30,
+        "events counted",
+        worker,
+    )
+    wait_for(
+        lambda: any(n == "engagement_consumer_lag" for n, _ in worker.metrics()),
+        15,
+        "consumer lag gauge",
+        worker,
+    )
     m = worker.metrics()
     names = {name for name, _ in m}
     for required in (
-        "engagement_events_total", "engagement_invalid_events_total",
-        "engagement_duplicate_events_total", "engagement_account_events_total",
-        "engagement_consumer_lag", "engagement_processing_latency_seconds_bucket",
-        "engagement_open_windows", "engagement_watermark_lag_seconds",
+        "engagement_events_total",
+        "engagement_invalid_events_total",
+        "engagement_duplicate_events_total",
+        "engagement_account_events_total",
+        "engagement_consumer_lag",
+        "engagement_processing_latency_seconds_bucket",
+        "engagement_open_windows",
+        "engagement_watermark_lag_seconds",
     ):
         assert required in names, required
     assert worker.metric("engagement_invalid_events_total", reason="not_json") == 1
@@ -98,8 +141,11 @@ def test_metrics_endpoint_series_and_bounded_account_labels(env: Env) -> None:
     # configured account labeled; top_accounts = 0 so every other account is "other"
     assert worker.metric("engagement_account_events_total", account="acme") == 3
     assert worker.metric("engagement_account_events_total", account="other") == 9
-    accounts = {dict(labels).get("account") for name, labels in m
-                if name == "engagement_account_events_total"}
+    accounts = {
+        dict(labels).get("account")
+        for name, labels in m
+        if name == "engagement_account_events_total"
+    }
     assert accounts == {"acme", "other"}
     lag = [v for (name, labels), v in m.items() if name == "engagement_consumer_lag"]
     assert lag and all(v >= 0 for v in lag)

@@ -26,9 +26,17 @@ idle_after_s = 3600
 
 
 def like(i: int, ts: int, account: str = "acme", **extra: Any) -> dict[str, Any]:
-    return {"event_id": f"like-{i}", "kind": "like", "channel": "x", "account_id": account,
-            "ts": ts, "post_id": "p1", "actor_id": f"a{i}",
-            "text": "PRIVATE-SENTINEL", **extra}
+    return {
+        "event_id": f"like-{i}",
+        "kind": "like",
+        "channel": "x",
+        "account_id": account,
+        "ts": ts,
+        "post_id": "p1",
+        "actor_id": f"a{i}",
+        "text": "PRIVATE-SENTINEL",
+        **extra,
+    }
 
 
 def test_every_malformed_message_is_dead_lettered_once(env: Env) -> None:
@@ -47,8 +55,9 @@ def test_every_malformed_message_is_dead_lettered_once(env: Env) -> None:
         sent[(env.topic("social.exposure"), p, o)] = (reason, raw)
     env.send("likes", like(10_000, BASE_MS + 3_600_000))  # closes the valid windows
 
-    dead = env.wait_records("engagement.deadletter", lambda rs: len(rs) >= len(sent),
-                            timeout_s=60, worker=worker)
+    dead = env.wait_records(
+        "engagement.deadletter", lambda rs: len(rs) >= len(sent), timeout_s=60, worker=worker
+    )
     got = {(d["topic"], d["partition"], d["offset"]): d for d in dead}
     assert len(dead) == len(sent), "a message was dead-lettered twice"
     assert set(got) == set(sent)
@@ -57,8 +66,12 @@ def test_every_malformed_message_is_dead_lettered_once(env: Env) -> None:
         assert base64.b64decode(got[where]["value_b64"] or "") == raw
         assert "PRIVATE-SENTINEL" not in got[where]["detail"]
     by_reason = Counter(reason for reason, _ in sent.values())
-    wait_for(lambda: worker.metric("engagement_invalid_events_total",
-                                   reason=next(iter(by_reason))) > 0, 10, "metrics", worker)
+    wait_for(
+        lambda: worker.metric("engagement_invalid_events_total", reason=next(iter(by_reason))) > 0,
+        10,
+        "metrics",
+        worker,
+    )
     for reason, n in by_reason.items():
         assert worker.metric("engagement_invalid_events_total", reason=reason) == n, reason
 
@@ -87,8 +100,12 @@ def test_late_events_are_counted_and_too_late_ones_dead_lettered(env: Env) -> No
     assert dead[0]["reason"] == "too_late"
     assert base64.b64decode(dead[0]["value_b64"]).find(b"like-4") >= 0
     assert b"PRIVATE-SENTINEL" not in base64.b64decode(dead[0]["value_b64"])
-    wait_for(lambda: worker.metric("engagement_late_events_total", disposition="dropped") == 1,
-             10, "late metric", worker)
+    wait_for(
+        lambda: worker.metric("engagement_late_events_total", disposition="dropped") == 1,
+        10,
+        "late metric",
+        worker,
+    )
     assert worker.metric("engagement_late_events_total", disposition="counted") == 1
     # the window that was already published is never published again
     assert sum(1 for w in windows if w["window_start"] == iso(w0)) == 1
@@ -97,15 +114,24 @@ def test_late_events_are_counted_and_too_late_ones_dead_lettered(env: Env) -> No
 def test_idle_advance_closes_quiet_windows_without_jumping_to_now(env: Env) -> None:
     """Year-old data: idle advance moves by wall time since the last event, not to now."""
     env.partitions = 1
-    worker = env.worker(CONFIG.replace("idle_after_s = 3600", "idle_after_s = 1"),
-                        ENGAGEMENT_PARTITIONS="1").start()
+    worker = env.worker(
+        CONFIG.replace("idle_after_s = 3600", "idle_after_s = 1"), ENGAGEMENT_PARTITIONS="1"
+    ).start()
     old = BASE_MS - 365 * 86_400_000
     env.send("likes", like(1, old + 5_000), partition=0)
     # 55 s of event time remain in that window: a few seconds of quiet must not close it.
-    wait_for(lambda: worker.metric("engagement_events_total", kind="like", channel="x") == 1,
-             30, "event counted", worker)
-    wait_for(lambda: worker.metric("engagement_watermark_lag_seconds", partition="0") > 0,
-             10, "watermark gauge", worker)
+    wait_for(
+        lambda: worker.metric("engagement_events_total", kind="like", channel="x") == 1,
+        30,
+        "event counted",
+        worker,
+    )
+    wait_for(
+        lambda: worker.metric("engagement_watermark_lag_seconds", partition="0") > 0,
+        10,
+        "watermark gauge",
+        worker,
+    )
     lag_before = worker.metric("engagement_watermark_lag_seconds", partition="0")
     wait_for(lambda: worker.metric("engagement_open_windows") == 1, 10, "open window", worker)
     time.sleep(3)  # the thing under test is what quiet wall time does
@@ -113,6 +139,7 @@ def test_idle_advance_closes_quiet_windows_without_jumping_to_now(env: Env) -> N
     lag_after = worker.metric("engagement_watermark_lag_seconds", partition="0")
     assert abs(lag_after - lag_before) < 5, "idle advance must follow wall time, not jump"
     env.send("likes", like(2, old + 57_000), partition=0)  # 3 s before the window ends
-    windows = env.wait_records("engagement.windows", lambda ws: len(ws) == 1, timeout_s=20,
-                               worker=worker)
+    windows = env.wait_records(
+        "engagement.windows", lambda ws: len(ws) == 1, timeout_s=20, worker=worker
+    )
     assert windows[0]["counts"]["like"] == 2

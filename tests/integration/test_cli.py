@@ -37,8 +37,14 @@ def alive(pid: int) -> bool:
 def test_unreachable_broker_is_a_one_line_error() -> None:
     port = broker.free_port()
     env = {**os.environ, "ENGAGEMENT_BROKER": f"kafka://127.0.0.1:{port}"}
-    out = subprocess.run([*CLI, "worker", "--wait", "1"], env=env, capture_output=True,
-                         text=True, timeout=60, cwd=ROOT)
+    out = subprocess.run(
+        [*CLI, "worker", "--wait", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     lines = out.stderr.strip().splitlines()
@@ -47,8 +53,9 @@ def test_unreachable_broker_is_a_one_line_error() -> None:
 
 def test_invalid_settings_are_a_one_line_error() -> None:
     env = {**os.environ, "ENGAGEMENT_WEB_PORT": "eighty"}
-    out = subprocess.run([*CLI, "worker"], env=env, capture_output=True, text=True, timeout=60,
-                         cwd=ROOT)
+    out = subprocess.run(
+        [*CLI, "worker"], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
     assert out.returncode != 0
     assert "Traceback" not in out.stderr
     assert "ENGAGEMENT_WEB_PORT" in out.stderr
@@ -56,8 +63,12 @@ def test_invalid_settings_are_a_one_line_error() -> None:
 
 def test_broker_command_runs_in_foreground_and_stops_on_ctrl_c() -> None:
     port = broker.free_port()
-    proc = subprocess.Popen([*CLI, "broker", "--port", str(port)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [*CLI, "broker", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_for(lambda: broker.port_open("127.0.0.1", port), 20, "broker port")
         kids = children_of(proc.pid)
@@ -75,11 +86,18 @@ def test_demo_shows_alerts_serves_metrics_and_stops_cleanly(tmp_path: Path) -> N
     port, web_port = broker.free_port(), broker.free_port()
     log = tmp_path / "demo.out"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([*CLI, "demo", "--port", str(port), "--web-port", str(web_port)],
-                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [*CLI, "demo", "--port", str(port), "--web-port", str(web_port)],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        wait_for(lambda: b"ALERT" in log.read_bytes() or proc.poll() is not None, 120,
-                 "the first alert in the demo's output")
+        wait_for(
+            lambda: b"ALERT" in log.read_bytes() or proc.poll() is not None,
+            120,
+            "the first alert in the demo's output",
+        )
         assert proc.poll() is None, log.read_text()
         import urllib.request
 

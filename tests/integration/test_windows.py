@@ -14,18 +14,28 @@ from tests.integration.conftest import Env, wait_for
 pytestmark = pytest.mark.integration
 
 WEIGHTS = {"like": 1.0, "comment": 2.0, "share": 3.0, "mention": 2.0, "dm": 1.0, "reply": 0.0}
-TOPIC_OF = {"like": "likes", "comment": "comments", "share": "shares", "mention": "mentions",
-            "dm": "dms", "reply": "replies"}
+TOPIC_OF = {
+    "like": "likes",
+    "comment": "comments",
+    "share": "shares",
+    "mention": "mentions",
+    "dm": "dms",
+    "reply": "replies",
+}
 # An hour on 2026-01-05, i.e. replayed history, far from the wall clock.
 BASE_MS = int(datetime(2026, 1, 5, 10, 0, tzinfo=UTC).timestamp() * 1000)
 
 
 def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.") + \
-        f"{ms % 1000:03d}Z"
+    return (
+        datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        + f"{ms % 1000:03d}Z"
+    )
 
 
-def make_events(rng: random.Random, n: int, accounts: list[str], span_ms: int) -> list[dict[str, Any]]:
+def make_events(
+    rng: random.Random, n: int, accounts: list[str], span_ms: int
+) -> list[dict[str, Any]]:
     events = []
     for i in range(n):
         kind = rng.choice(["like", "like", "like", "comment", "share", "mention", "dm", "reply"])
@@ -56,12 +66,14 @@ def ts_ms(ev: dict[str, Any]) -> int:
     return int(datetime.fromisoformat(ts).timestamp() * 1000)
 
 
-def truth(events: list[dict[str, Any]], exposures: list[dict[str, Any]],
-          sizes_s: tuple[int, ...]) -> dict[tuple[str, str, int, str], dict[str, Any]]:
+def truth(
+    events: list[dict[str, Any]], exposures: list[dict[str, Any]], sizes_s: tuple[int, ...]
+) -> dict[tuple[str, str, int, str], dict[str, Any]]:
     """The expected final windows, computed the simple way."""
     out: dict[tuple[str, str, int, str], dict[str, Any]] = {}
     acc: dict[tuple[str, str, int, int], dict[str, Any]] = defaultdict(
-        lambda: {"counts": defaultdict(int), "actors": set(), "impressions": None})
+        lambda: {"counts": defaultdict(int), "actors": set(), "impressions": None}
+    )
     for ev in events:
         for size in sizes_s:
             start = ts_ms(ev) // (size * 1000) * size * 1000
@@ -80,8 +92,11 @@ def truth(events: list[dict[str, Any]], exposures: list[dict[str, Any]],
         weighted = sum(WEIGHTS[k] * n for k, n in counts.items())
         followers = None
         for x in sorted(exposures, key=lambda x: x["ts"]):
-            if (x["account_id"], x["channel"]) == (account, channel) and "followers" in x \
-                    and x["ts"] < start + size * 1000:
+            if (
+                (x["account_id"], x["channel"]) == (account, channel)
+                and "followers" in x
+                and x["ts"] < start + size * 1000
+            ):
                 followers = x["followers"]
         out[(account, channel, size, iso(start))] = {
             "counts": counts,
@@ -98,8 +113,17 @@ def truth(events: list[dict[str, Any]], exposures: list[dict[str, Any]],
 def close_all(env: Env, accounts: list[str], at_ms: int) -> None:
     """One event far ahead per account moves every partition's watermark past the data."""
     for a in accounts:
-        env.send("likes", {"event_id": f"closer-{a}", "kind": "like", "channel": "closer",
-                           "account_id": a, "ts": at_ms, "post_id": "p"})
+        env.send(
+            "likes",
+            {
+                "event_id": f"closer-{a}",
+                "kind": "like",
+                "channel": "closer",
+                "account_id": a,
+                "ts": at_ms,
+                "post_id": "p",
+            },
+        )
 
 
 def by_key(windows: list[dict[str, Any]]) -> dict[tuple[str, str, int, str], list[dict[str, Any]]]:
@@ -109,8 +133,15 @@ def by_key(windows: list[dict[str, Any]]) -> dict[tuple[str, str, int, str], lis
     return out
 
 
-FIELDS = ("counts", "unique_actors", "weighted_engagement", "followers", "impressions",
-          "rate_by_followers", "rate_by_impressions")
+FIELDS = (
+    "counts",
+    "unique_actors",
+    "weighted_engagement",
+    "followers",
+    "impressions",
+    "rate_by_followers",
+    "rate_by_impressions",
+)
 
 CONFIG = """
 [windows]
@@ -129,9 +160,16 @@ def test_windows_exact_after_duplicates_reordering_and_unkeyed_producers(env: En
     accounts = ["acme", "globex", "initech", "umbrella", "hooli"]
     events = make_events(rng, 1500, accounts, span_ms=12 * 60_000)
     exposures = [
-        {"account_id": a, "channel": c, "ts": BASE_MS + m * 60_000 + 500,
-         "followers": 10_000 + 100 * m, "impressions": 1000 + m}
-        for a in accounts for c in ("instagram", "x") for m in range(0, 12, 3)
+        {
+            "account_id": a,
+            "channel": c,
+            "ts": BASE_MS + m * 60_000 + 500,
+            "followers": 10_000 + 100 * m,
+            "impressions": 1000 + m,
+        }
+        for a in accounts
+        for c in ("instagram", "x")
+        for m in range(0, 12, 3)
     ]
     worker = env.worker(CONFIG).start()
     # Out of order within 10 minutes, 10% redelivered, a third without a key.
@@ -153,7 +191,9 @@ def test_windows_exact_after_duplicates_reordering_and_unkeyed_producers(env: En
     windows = env.wait_records(
         "engagement.windows",
         lambda ws: set(by_key([w for w in ws if w["channel"] != "closer"])) >= set(expected),
-        timeout_s=90, worker=worker)
+        timeout_s=90,
+        worker=worker,
+    )
     got = by_key([w for w in windows if w["channel"] != "closer"])
     assert set(got) == set(expected), "unexpected or missing windows"
     for key, exp in expected.items():
@@ -162,8 +202,11 @@ def test_windows_exact_after_duplicates_reordering_and_unkeyed_producers(env: En
         assert actual == exp, key
     duplicates = sum(1 for _, _, unkeyed in sends) - len(events) - len(exposures)
     assert worker.metric("engagement_duplicate_events_total") == duplicates
-    total = sum(worker.metric("engagement_events_total", kind=k, channel=c)
-                for k in WEIGHTS for c in ("instagram", "x"))
+    total = sum(
+        worker.metric("engagement_events_total", kind=k, channel=c)
+        for k in WEIGHTS
+        for c in ("instagram", "x")
+    )
     assert total == len(events)
     # message text never reaches an output
     assert "PRIVATE-SENTINEL" not in str(windows)
@@ -180,8 +223,15 @@ def test_state_survives_a_worker_crash(env: Env) -> None:
     worker = env.worker(CONFIG, app_id=app_id).start()
     for ev in first:
         env.send(TOPIC_OF[ev["kind"]], ev)
-    wait_for(lambda: sum(v for (n, _), v in worker.metrics().items()
-                         if n == "engagement_events_total") == len(first), 60, "first half", worker)
+    wait_for(
+        lambda: (
+            sum(v for (n, _), v in worker.metrics().items() if n == "engagement_events_total")
+            == len(first)
+        ),
+        60,
+        "first half",
+        worker,
+    )
     # Kill only once the offsets are committed, so every later duplicate is a redelivery
     # that only the restored dedup state can recognise.
     wait_for(lambda: env.committed(app_id, "social.") == len(first), 30, "commit", worker)
@@ -194,7 +244,9 @@ def test_state_survives_a_worker_crash(env: Env) -> None:
     windows = env.wait_records(
         "engagement.windows",
         lambda ws: set(by_key([w for w in ws if w["channel"] != "closer"])) >= set(expected),
-        timeout_s=90, worker=worker)
+        timeout_s=90,
+        worker=worker,
+    )
     got = by_key([w for w in windows if w["channel"] != "closer"])
     assert set(got) == set(expected)
     for key, exp in expected.items():
