@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from pipeline import alerts, deadletter, wire
-from pipeline.aggregator import Delta, PartitionState
+from pipeline.aggregator import Delta, FinalWindow, PartitionState
 
 if TYPE_CHECKING:
     from agents.app import Runtime
@@ -129,8 +129,15 @@ class PartitionWork:
         """Publish windows that became final, then record that they were published."""
         rt = self.rt
         records = rt.aggregator.close_windows(state, wall_ms)
-        if not records:
-            return
+        if records:
+            await self.publish(p, state, records)
+        # A delta is tombstoned only once all its windows were published, which wrote
+        # a marker before this point in the same changelog partition.
+        for seq in rt.aggregator.prune(state):
+            self.write(p, delta_key(p, seq), None)
+
+    async def publish(self, p: int, state: PartitionState, records: list[FinalWindow]) -> None:
+        rt = self.rt
         pending = []
         now = time.time()
         for final in records:
@@ -151,8 +158,6 @@ class PartitionWork:
                     rt.metrics.output_latency.labels("alert").observe(max(0.0, now - newest / 1000))
         await asyncio.gather(*pending)
         self.write(p, marker_key(p), orjson.dumps(rt.aggregator.marker(state)))
-        for seq in rt.aggregator.prune(state):
-            self.write(p, delta_key(p, seq), None)
 
     async def tick(self) -> None:
         """Idle advance and gauges, once a second."""

@@ -33,8 +33,12 @@ from pipeline import broker
 from pipeline.topics import ensure_topics
 from pipeline.windows import rfc3339
 
-KINDS = (("like", "social.likes", 60), ("comment", "social.comments", 20),
-         ("share", "social.shares", 10), ("mention", "social.mentions", 10))
+KINDS = (
+    ("like", "social.likes", 60),
+    ("comment", "social.comments", 20),
+    ("share", "social.shares", 10),
+    ("mention", "social.mentions", 10),
+)
 CHANNELS = ("instagram", "x", "facebook", "tiktok")
 BASE_MS = 1_714_521_600_000  # 2024-05-01T00:00:00Z
 SPAN_MS = 3_600_000  # event time covered by the data
@@ -46,8 +50,9 @@ class BenchError(RuntimeError):
     pass
 
 
-def make_events(n: int, accounts: int, prefix: str, seed: int = 7) -> tuple[
-        list[Msg], list[Msg], Counter[tuple[str, str]], dict[tuple[str, str], str]]:
+def make_events(
+    n: int, accounts: int, prefix: str, seed: int = 7
+) -> tuple[list[Msg], list[Msg], Counter[tuple[str, str]], dict[tuple[str, str], str]]:
     """N events in event-time order, the closing events, per-(account, kind) totals and
     the last 60 s window start of every (account, channel)."""
     rng = random.Random(seed)
@@ -60,23 +65,48 @@ def make_events(n: int, accounts: int, prefix: str, seed: int = 7) -> tuple[
         account, channel = rng.choice(names), rng.choice(CHANNELS)
         kind, topic, _ = KINDS[kinds[i]]
         ts = BASE_MS + i * SPAN_MS // n
-        ev = {"event_id": f"bench-{i:09d}", "kind": kind, "channel": channel,
-              "account_id": account, "ts": ts, "actor_id": f"user-{rng.randrange(100_000)}"}
+        ev = {
+            "event_id": f"bench-{i:09d}",
+            "kind": kind,
+            "channel": channel,
+            "account_id": account,
+            "ts": ts,
+            "actor_id": f"user-{rng.randrange(100_000)}",
+        }
         if kind != "mention":
             ev["post_id"] = f"{account}-post-{rng.randrange(40)}"
         data.append((prefix + topic, account.encode(), orjson.dumps(ev)))
         totals[(account, kind)] += 1
         last[(account, channel)] = rfc3339(ts - ts % 60_000)
     close_ts = BASE_MS + SPAN_MS + CLOSE_AFTER_MS
-    closing = [(prefix + "social.likes", a.encode(), orjson.dumps(
-        {"event_id": f"bench-close-{a}", "kind": "like", "channel": CHANNELS[0],
-         "account_id": a, "ts": close_ts, "post_id": f"{a}-close"})) for a in names]
+    closing = [
+        (
+            prefix + "social.likes",
+            a.encode(),
+            orjson.dumps(
+                {
+                    "event_id": f"bench-close-{a}",
+                    "kind": "like",
+                    "channel": CHANNELS[0],
+                    "account_id": a,
+                    "ts": close_ts,
+                    "post_id": f"{a}-close",
+                }
+            ),
+        )
+        for a in names
+    ]
     return data, closing, totals, last
 
 
 async def produce(bootstrap: str, msgs: list[Msg]) -> None:
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks=1,
-                         max_batch_size=256 * 1024, max_request_size=4 * 1024 * 1024)
+    p = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        linger_ms=20,
+        acks=1,
+        max_batch_size=256 * 1024,
+        max_request_size=4 * 1024 * 1024,
+    )
     await p.start()
     try:
         pending: list[asyncio.Future[Any]] = []
@@ -92,8 +122,13 @@ async def produce(bootstrap: str, msgs: list[Msg]) -> None:
 
 async def raw_baseline(bootstrap: str, topics: list[str], n: int) -> dict[str, float]:
     """Fresh consumer group: getmany + orjson.loads + dict count until N messages."""
-    c = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=f"bench-raw-{uuid.uuid4()}",
-                         auto_offset_reset="earliest", enable_auto_commit=False)
+    c = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-raw-{uuid.uuid4()}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     t0 = time.perf_counter()
     await c.start()
     try:
@@ -111,8 +146,12 @@ async def raw_baseline(bootstrap: str, topics: list[str], n: int) -> dict[str, f
         t_end = time.perf_counter()
     finally:
         await c.stop()
-    return {"events_per_s": seen / (t_end - t_first), "incl_join_events_per_s": seen / (t_end - t0),
-            "seconds": t_end - t_first, "join_seconds": t_first - t0}
+    return {
+        "events_per_s": seen / (t_end - t_first),
+        "incl_join_events_per_s": seen / (t_end - t0),
+        "seconds": t_end - t_first,
+        "join_seconds": t_first - t0,
+    }
 
 
 def healthz_ok(port: int) -> bool:
@@ -131,9 +170,16 @@ async def wait_healthy(port: int, proc: subprocess.Popen[bytes]) -> float:
     raise BenchError(f"worker exited with code {proc.returncode} before /healthz answered")
 
 
-async def run_worker(bootstrap: str, prefix: str, partitions: int, n: int,
-                     last: dict[tuple[str, str], str], log: Path, datadir: str,
-                     procs: list[subprocess.Popen[bytes]]) -> tuple[dict[str, float], Counter[Any]]:
+async def run_worker(
+    bootstrap: str,
+    prefix: str,
+    partitions: int,
+    n: int,
+    last: dict[tuple[str, str], str],
+    log: Path,
+    datadir: str,
+    procs: list[subprocess.Popen[bytes]],
+) -> tuple[dict[str, float], Counter[Any]]:
     """Start a fresh worker; consume the windows topic until the 60 s windows sum to N
     (or every (account, channel) got its last window, then 3 s more)."""
     topic = prefix + WINDOWS_TOPIC
@@ -144,16 +190,24 @@ async def run_worker(bootstrap: str, prefix: str, partitions: int, n: int,
         c.assign([TopicPartition(topic, p) for p in range(partitions)])
         web_port = broker.free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGEMENT_")}
-        env.update(ENGAGEMENT_BROKER=f"kafka://{bootstrap}", ENGAGEMENT_WEB_PORT=str(web_port),
-                   ENGAGEMENT_APP_ID=f"bench-{uuid.uuid4().hex[:8]}",
-                   ENGAGEMENT_TOPIC_PREFIX=prefix, ENGAGEMENT_PARTITIONS=str(partitions),
-                   ENGAGEMENT_DATA_DIR=datadir)
+        env.update(
+            ENGAGEMENT_BROKER=f"kafka://{bootstrap}",
+            ENGAGEMENT_WEB_PORT=str(web_port),
+            ENGAGEMENT_APP_ID=f"bench-{uuid.uuid4().hex[:8]}",
+            ENGAGEMENT_TOPIC_PREFIX=prefix,
+            ENGAGEMENT_PARTITIONS=str(partitions),
+            ENGAGEMENT_DATA_DIR=datadir,
+        )
         exe = Path(sys.executable).with_name("engagement")
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "pipeline.cli"]
         with open(log, "wb") as out:
             t0 = time.perf_counter()
-            proc = subprocess.Popen([*cmd, "worker", "--loglevel", "warning"], env=env,
-                                    stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [*cmd, "worker", "--loglevel", "warning"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         procs.append(proc)
         ready = asyncio.create_task(wait_healthy(web_port, proc))
         windows: dict[tuple[str, str, str], dict[str, int]] = {}
@@ -193,11 +247,16 @@ async def run_worker(bootstrap: str, prefix: str, partitions: int, n: int,
         for kind, k in counts.items():
             if k:
                 got[(account, kind)] += k
-    return {"events_per_s_incl_startup": n / (t_end - t0),
-            "events_per_s_excl_startup": n / (t_end - t_ready),
-            "seconds_incl_startup": t_end - t0, "startup_seconds": t_ready - t0,
-            "first_window_seconds": t_first_window - t0, "windows_60s": len(windows),
-            "counted_60s": total, "counted_300s": sum300}, got
+    return {
+        "events_per_s_incl_startup": n / (t_end - t0),
+        "events_per_s_excl_startup": n / (t_end - t_ready),
+        "seconds_incl_startup": t_end - t0,
+        "startup_seconds": t_ready - t0,
+        "first_window_seconds": t_first_window - t0,
+        "windows_60s": len(windows),
+        "counted_60s": total,
+        "counted_300s": sum300,
+    }, got
 
 
 def stop_proc(proc: subprocess.Popen[bytes]) -> None:
@@ -210,25 +269,42 @@ def stop_proc(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-async def bench(args: argparse.Namespace, bootstrap: str, tmp: str,
-                procs: list[subprocess.Popen[bytes]]) -> dict[str, Any]:
+async def bench(
+    args: argparse.Namespace, bootstrap: str, tmp: str, procs: list[subprocess.Popen[bytes]]
+) -> dict[str, Any]:
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     raw = [prefix + t for _, t, _ in KINDS]
-    names = [*RAW_TOPICS, "engagement.events", WINDOWS_TOPIC, "engagement.alerts",
-             "engagement.deadletter"]
+    names = [
+        *RAW_TOPICS,
+        "engagement.events",
+        WINDOWS_TOPIC,
+        "engagement.alerts",
+        "engagement.deadletter",
+    ]
     await asyncio.to_thread(ensure_topics, bootstrap, [prefix + t for t in names], args.partitions)
     data, closing, totals, last = make_events(args.events, args.accounts, prefix)
     t = time.perf_counter()
     await produce(bootstrap, data)
     await produce(bootstrap, closing)  # after the data is acknowledged: last in every partition
-    print(f"produced {len(data)} events + {len(closing)} closing events "
-          f"in {time.perf_counter() - t:.1f} s (not timed)", flush=True)
+    print(
+        f"produced {len(data)} events + {len(closing)} closing events "
+        f"in {time.perf_counter() - t:.1f} s (not timed)",
+        flush=True,
+    )
     r = await raw_baseline(bootstrap, raw, args.events)
     print(f"raw baseline: {r['events_per_s']:,.0f} events/s", flush=True)
     log = Path(tmp) / "worker.log"
     try:
-        w, got = await run_worker(bootstrap, prefix, args.partitions, args.events, last, log,
-                                  str(Path(tmp) / "data"), procs)
+        w, got = await run_worker(
+            bootstrap,
+            prefix,
+            args.partitions,
+            args.events,
+            last,
+            log,
+            str(Path(tmp) / "data"),
+            procs,
+        )
     except BaseException:
         print(f"--- worker log ({log}) ---\n{log.read_text(errors='replace')}", file=sys.stderr)
         raise
@@ -238,35 +314,62 @@ async def bench(args: argparse.Namespace, bootstrap: str, tmp: str,
     wlog = log.read_text(errors="replace")
     diff = {f"{a}/{k}": got[(a, k)] - v for (a, k), v in totals.items() if got[(a, k)] != v}
     diff.update({f"{a}/{k}": v for (a, k), v in got.items() if (a, k) not in totals})
-    return {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                        "python": platform.python_version()},
-            "events": args.events, "partitions": args.partitions, "accounts": args.accounts,
-            "raw": r, "worker": w,
-            "ratio_incl_startup": w["events_per_s_incl_startup"] / r["events_per_s"],
-            "ratio_excl_startup": w["events_per_s_excl_startup"] / r["events_per_s"],
-            "correct": not diff, "mismatches": diff,
-            "worker_log_errors": [ln for ln in wlog.splitlines()
-                                  if "ERROR" in ln or "Traceback" in ln][:20]}
+    return {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "events": args.events,
+        "partitions": args.partitions,
+        "accounts": args.accounts,
+        "raw": r,
+        "worker": w,
+        "ratio_incl_startup": w["events_per_s_incl_startup"] / r["events_per_s"],
+        "ratio_excl_startup": w["events_per_s_excl_startup"] / r["events_per_s"],
+        "correct": not diff,
+        "mismatches": diff,
+        "worker_log_errors": [ln for ln in wlog.splitlines() if "ERROR" in ln or "Traceback" in ln][
+            :20
+        ],
+    }
 
 
 def table(res: dict[str, Any]) -> str:
     m, r, w = res["machine"], res["raw"], res["worker"]
     rows = [
         ("machine", f"{m['cpus']} CPUs, {m['platform']}, Python {m['python']}"),
-        ("events (N) / partitions / accounts",
-         f"{res['events']:,} / {res['partitions']} / {res['accounts']}"),
-        ("raw aiokafka getmany+orjson+count", f"{r['events_per_s']:>10,.0f} events/s"
-         f"  ({r['seconds']:.2f} s; incl. group join {r['incl_join_events_per_s']:,.0f}/s)"),
-        ("worker, incl. start-up", f"{w['events_per_s_incl_startup']:>10,.0f} events/s"
-         f"  ({w['seconds_incl_startup']:.1f} s)   worker/raw {res['ratio_incl_startup']:.4f}"),
-        ("worker, excl. start-up (healthz)", f"{w['events_per_s_excl_startup']:>10,.0f} events/s"
-         f"  ({w['seconds_incl_startup'] - w['startup_seconds']:.1f} s)"
-         f"   worker/raw {res['ratio_excl_startup']:.4f}"),
-        ("worker start-up to healthz / 1st window",
-         f"{w['startup_seconds']:.1f} s / {w['first_window_seconds']:.1f} s"),
-        ("correctness (60 s windows vs produced)", "OK" if res["correct"] else
-         f"MISMATCH in {len(res['mismatches'])} (account, kind) totals; "
-         f"counted {w['counted_60s']:,} of {res['events']:,}"),
+        (
+            "events (N) / partitions / accounts",
+            f"{res['events']:,} / {res['partitions']} / {res['accounts']}",
+        ),
+        (
+            "raw aiokafka getmany+orjson+count",
+            f"{r['events_per_s']:>10,.0f} events/s"
+            f"  ({r['seconds']:.2f} s; incl. group join {r['incl_join_events_per_s']:,.0f}/s)",
+        ),
+        (
+            "worker, incl. start-up",
+            f"{w['events_per_s_incl_startup']:>10,.0f} events/s"
+            f"  ({w['seconds_incl_startup']:.1f} s)   worker/raw {res['ratio_incl_startup']:.4f}",
+        ),
+        (
+            "worker, excl. start-up (healthz)",
+            f"{w['events_per_s_excl_startup']:>10,.0f} events/s"
+            f"  ({w['seconds_incl_startup'] - w['startup_seconds']:.1f} s)"
+            f"   worker/raw {res['ratio_excl_startup']:.4f}",
+        ),
+        (
+            "worker start-up to healthz / 1st window",
+            f"{w['startup_seconds']:.1f} s / {w['first_window_seconds']:.1f} s",
+        ),
+        (
+            "correctness (60 s windows vs produced)",
+            "OK"
+            if res["correct"]
+            else f"MISMATCH in {len(res['mismatches'])} (account, kind) totals; "
+            f"counted {w['counted_60s']:,} of {res['events']:,}",
+        ),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}} : {v}" for k, v in rows)
@@ -297,8 +400,9 @@ def main() -> int:
                     port = broker.free_port()
                     broker_proc = broker.start(port, log_path=Path(tmp) / "broker.log")
                     bootstrap = f"127.0.0.1:{port}"
-                res = asyncio.run(asyncio.wait_for(bench(args, bootstrap, tmp, procs),
-                                                   args.timeout))
+                res = asyncio.run(
+                    asyncio.wait_for(bench(args, bootstrap, tmp, procs), args.timeout)
+                )
             finally:
                 for p in procs:
                     stop_proc(p)
@@ -315,8 +419,10 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
     if not res["correct"]:
-        print("MISMATCH (from windows - produced, first 10): "
-              + ", ".join(f"{k}: {v:+d}" for k, v in list(res["mismatches"].items())[:10]))
+        print(
+            "MISMATCH (from windows - produced, first 10): "
+            + ", ".join(f"{k}: {v:+d}" for k, v in list(res["mismatches"].items())[:10])
+        )
         return 1
     return 0
 

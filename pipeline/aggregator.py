@@ -72,8 +72,14 @@ class Delta:
     max_ts_ms: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"s": self.seq, "o": self.offset, "r": self.rows, "l": self.late_idx,
-                "we": self.max_window_end_ms, "mx": self.max_ts_ms}
+        return {
+            "s": self.seq,
+            "o": self.offset,
+            "r": self.rows,
+            "l": self.late_idx,
+            "we": self.max_window_end_ms,
+            "mx": self.max_ts_ms,
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Delta:
@@ -102,6 +108,15 @@ class AggregatorConfig:
     default_basis: str = "followers"
 
 
+def dedup_id(row: wire.Row) -> str:
+    """An interaction is identified by its event_id. A snapshot has no id, but one
+    account, channel and post reports at most once per instant, so a redelivered
+    snapshot (same key, same ts) is recognised and its counts are not added twice."""
+    if row[0] == wire.INTERACTION:
+        return str(row[wire.I_ID])
+    return f"\x00x|{row[wire.X_ACCOUNT]}|{row[wire.X_CHANNEL]}|{row[wire.X_POST]}|{row[wire.X_TS]}"
+
+
 class Aggregator:
     def __init__(self, cfg: AggregatorConfig) -> None:
         self.cfg = cfg
@@ -127,19 +142,16 @@ class Aggregator:
         max_end = 0
         max_ts = -1
         for row in rows:
-            if row[0] == wire.INTERACTION:
-                event_id, ts = row[wire.I_ID], row[wire.I_TS]
-                if event_id in dedup:
-                    out.duplicates += 1
-                    continue
-            else:
-                event_id, ts = None, row[wire.X_TS]
+            event_id = dedup_id(row)
+            ts = row[wire.I_TS] if row[0] == wire.INTERACTION else row[wire.X_TS]
+            if event_id in dedup:
+                out.duplicates += 1
+                continue
             # Too late: its smallest window is already final (and emitted).
             if emitted is not None and ts - ts % sizes[0] + sizes[0] + grace <= emitted:
                 out.too_late.append(row)
                 continue
-            if event_id is not None:
-                dedup[event_id] = ts
+            dedup[event_id] = ts
             late = wm_now is not None and ts < wm_now
             if late:
                 late_idx.append(len(accepted))
@@ -218,7 +230,9 @@ class Aggregator:
                 i -= 1
             hist.insert(i, (ts, n))
 
-    def restore(self, state: PartitionState, deltas: Iterable[Delta], marker: Mapping[str, Any]) -> None:
+    def restore(
+        self, state: PartitionState, deltas: Iterable[Delta], marker: Mapping[str, Any]
+    ) -> None:
         """Rebuild a partition's state from its marker and retained deltas (any order)."""
         state.emitted_through_ms = marker.get("emitted_through_ms")
         state.cooldowns = dict(marker.get("cooldowns", {}))
@@ -230,8 +244,8 @@ class Aggregator:
         for d in sorted(deltas, key=lambda d: d.seq):
             late = set(d.late_idx)
             for i, row in enumerate(d.rows):
-                if row[0] == wire.INTERACTION:
-                    state.dedup[row[wire.I_ID]] = row[wire.I_TS]
+                ts = row[wire.I_TS] if row[0] == wire.INTERACTION else row[wire.X_TS]
+                state.dedup[dedup_id(row)] = ts
                 self._apply_row(state, row, i in late)
             state.applied_offset = max(state.applied_offset, d.offset)
             state.seq = max(state.seq, d.seq)

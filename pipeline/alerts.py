@@ -66,8 +66,9 @@ def evaluate(
         sent = sent_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         alerts.append(
             {
-                "alert_id": alert_id("threshold", rule.name, account, channel, size_s,
-                                     window_start_ms),
+                "alert_id": alert_id(
+                    "threshold", rule.name, account, channel, size_s, window_start_ms
+                ),
                 "schema_version": SCHEMA_VERSION,
                 "type": f"threshold_{rule.op}",
                 "severity": rule.severity,

@@ -161,7 +161,11 @@ def _flatten(doc: Mapping[str, Any], problems: list[tuple[str, str]]) -> dict[st
                 continue
             for sub, subval in value.items():
                 path = f"{key}.{sub}"
-                if key in ("weights", "alerts") or (key == "rates" and sub == "by_account") or path in _TOML_FIELDS:
+                if (
+                    key in ("weights", "alerts")
+                    or (key == "rates" and sub == "by_account")
+                    or path in _TOML_FIELDS
+                ):
                     flat[path] = subval
                 else:
                     problems.append((path, "unknown key"))
@@ -271,6 +275,9 @@ def _validate(s: Settings, problems: list[tuple[str, str]]) -> None:
         problems.append(
             ("dedup.horizon_s", "must cover the largest window plus lateness and grace")
         )
+    names = [rule.name for rule in s.thresholds]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append((f"alerts.thresholds.{name}", "duplicate rule name"))
     for rule in s.thresholds:
         if rule.window_s not in s.window_sizes_s:
             problems.append((f"alerts.thresholds.{rule.name}.window_s", "not a configured size"))

@@ -284,7 +284,7 @@ def test_records_validate_against_the_window_schema() -> None:
         schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
     )
     r = Run()
-    r.apply(EXPOSURES + [ia("1", BASE + 3 * SEC, account="beta", actor="u")])
+    r.apply([*EXPOSURES, ia("1", BASE + 3 * SEC, account="beta", actor="u")])
     got = r.flush()
     assert got
     for record in got.values():
@@ -308,6 +308,20 @@ def test_same_event_id_counts_once_within_and_across_batches() -> None:
     assert (a3.duplicates, a3.delta, a3.skipped) == (1, None, False)
     got = r.flush()
     assert got[("acme", "x", 60, BASE)]["counts"] == counts(like=3)
+
+
+def test_redelivered_exposure_snapshot_counts_once() -> None:
+    r = Run()
+    snap = ex(BASE + SEC, impressions=100, reach=40)
+    a1 = r.apply([snap, ex(BASE + 2 * SEC, impressions=7)])
+    a2 = r.apply([ex(BASE + SEC, impressions=100, reach=40)])  # the same snapshot again
+    assert (a1.duplicates, a2.duplicates) == (0, 1)
+    # another channel at the same instant is a different snapshot
+    r.apply([ex(BASE + SEC, channel="instagram", impressions=5)])
+    got = r.flush()
+    assert got[("acme", "x", 60, BASE)]["impressions"] == 107
+    assert got[("acme", "x", 60, BASE)]["reach"] == 40
+    assert got[("acme", "instagram", 60, BASE)]["impressions"] == 5
 
 
 def test_batch_at_or_below_applied_offset_changes_nothing() -> None:
@@ -335,6 +349,15 @@ def test_late_events_are_counted_and_marked_late() -> None:
     for size in (60, 300):
         assert got[("acme", "x", size, BASE)]["counts"] == counts(like=3)
         assert got[("acme", "x", size, BASE)]["late_events"] == 1
+
+
+def test_an_event_exactly_the_allowed_lateness_behind_is_not_late() -> None:
+    r = Run()  # lateness 10 s
+    r.apply([ia("a", BASE + 50 * SEC)])  # watermark: BASE + 40 s
+    on_time = r.apply([ia("b", BASE + 40 * SEC)])
+    late = r.apply([ia("c", BASE + 40 * SEC - 1)])
+    assert (on_time.late_counted, late.late_counted) == (0, 1)
+    assert r.flush()[("acme", "x", 60, BASE)]["late_events"] == 1
 
 
 def test_events_for_a_final_window_are_too_late_and_not_counted() -> None:
@@ -366,6 +389,7 @@ def test_close_windows_order_is_end_size_account_channel() -> None:
             ia("2", BASE + 70 * SEC, account="a", channel="y"),
             ia("3", BASE + 10 * SEC, account="a"),
             ia("4", BASE + 130 * SEC, account="a"),
+            ia("5", BASE + 250 * SEC, account="b"),  # a minute that ends with the 5 min
         ]
     )
     r.apply([ia("far", BASE + 86_400 * SEC, account=FLUSH_ACCOUNT)])
@@ -375,6 +399,7 @@ def test_close_windows_order_is_end_size_account_channel() -> None:
         (60 * SEC, MIN, "b", "x"),
         (120 * SEC, MIN, "a", "y"),
         (180 * SEC, MIN, "a", "x"),
+        (300 * SEC, MIN, "b", "x"),
         (300 * SEC, 5 * MIN, "a", "x"),
         (300 * SEC, 5 * MIN, "a", "y"),
         (300 * SEC, 5 * MIN, "b", "x"),
@@ -717,8 +742,9 @@ def test_final_windows_equal_an_offline_computation(
             late = newest is not None and ts < newest - lateness_ms
             batch_newest = ts if batch_newest is None else max(batch_newest, ts)
             for size in sizes_ms:
-                w = expected[(row[wire.I_ACCOUNT], row[wire.I_CHANNEL], size // 1000,
-                              (ts // size) * size)]
+                w = expected[
+                    (row[wire.I_ACCOUNT], row[wire.I_CHANNEL], size // 1000, (ts // size) * size)
+                ]
                 w["counts"][row[wire.I_KIND]] += 1
                 if row[wire.I_ACTOR] is not None:
                     w["actors"].add(row[wire.I_ACTOR])

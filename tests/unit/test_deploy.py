@@ -10,8 +10,6 @@ import dataclasses
 import json
 import re
 import shlex
-import shutil
-import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -405,28 +403,6 @@ def test_alertmanager_wiring(services: dict[str, Any]) -> None:
         arg.split("=", 1)[1] for arg in service["command"] if arg.startswith("--config.file=")
     )
     assert host_path(service, config_path) == DEPLOY / "alertmanager" / "alertmanager.yml"
-
-
-def test_docker_compose_config_validates() -> None:
-    if shutil.which("docker") is None:
-        pytest.skip("docker client not installed: `docker compose config` not run")
-    version = subprocess.run(
-        ["docker", "compose", "version"], capture_output=True, text=True, check=False
-    )
-    if version.returncode != 0:
-        pytest.skip(
-            "docker compose plugin not installed (`docker compose version` failed): "
-            "compose file checked structurally only"
-        )
-    result = subprocess.run(
-        ["docker", "compose", "-f", str(COMPOSE_FILE), "--profile", "demo", "config", "-q"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
 
 
 # --------------------------------------------------------------------------- Dockerfile

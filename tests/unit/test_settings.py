@@ -268,7 +268,7 @@ def test_settings_error_message_names_every_path(tmp_path: Path) -> None:
         ("partitions = true\n", "partitions"),
         ("partitions = 2000\n", "partitions"),
         ("web_port = -1\n", "web_port"),
-        ("session_timeout_s = \"10\"\n", "session_timeout_s"),
+        ('session_timeout_s = "10"\n', "session_timeout_s"),
         ("windows = 3\n", "windows"),
         ("[ingest]\nbatch_max = 0\n", "ingest.batch_max"),
         ("[weights]\nlike = true\n", "weights.like"),
@@ -276,20 +276,37 @@ def test_settings_error_message_names_every_path(tmp_path: Path) -> None:
         ('[rates]\nby_account = "acme"\n', "rates.by_account"),
         ("[alerts]\nthresholds = 1\n", "alerts.thresholds"),
         ("[alerts]\nrules = []\n", "alerts.rules"),
-        ("[[alerts.thresholds]]\nname='r'\nmetric='count.retweet'\nop='above'\nvalue=1\n",
-         "alerts.thresholds[0].metric"),
-        ("[[alerts.thresholds]]\nname='r'\nmetric='volume'\nop='above'\nvalue=true\n",
-         "alerts.thresholds[0].value"),
-        ("[[alerts.thresholds]]\nname='r'\nmetric='volume'\nop='above'\nvalue=1\n"
-         "accounts='acme'\n", "alerts.thresholds[0].accounts"),
-        ("[[alerts.thresholds]]\nname='r'\nmetric='volume'\nop='above'\nvalue=1\n"
-         "cooldown_s=-5\n", "alerts.thresholds[0].cooldown_s"),
+        (
+            "[[alerts.thresholds]]\nname='r'\nmetric='count.retweet'\nop='above'\nvalue=1\n",
+            "alerts.thresholds[0].metric",
+        ),
+        (
+            "[[alerts.thresholds]]\nname='r'\nmetric='volume'\nop='above'\nvalue=true\n",
+            "alerts.thresholds[0].value",
+        ),
+        (
+            "[[alerts.thresholds]]\nname='r'\nmetric='volume'\nop='above'\nvalue=1\n"
+            "accounts='acme'\n",
+            "alerts.thresholds[0].accounts",
+        ),
+        (
+            "[[alerts.thresholds]]\nname='r'\nmetric='volume'\nop='above'\nvalue=1\n"
+            "cooldown_s=-5\n",
+            "alerts.thresholds[0].cooldown_s",
+        ),
     ],
 )
 def test_each_invalid_value_is_reported_with_its_path(tmp_path: Path, toml: str, path: str) -> None:
     found = problems_of(write(tmp_path, toml))
     assert path in found
     assert found[path]
+
+
+def test_any_divisor_of_a_day_is_a_valid_window_size(tmp_path: Path) -> None:
+    path = write(tmp_path, "[windows]\nsizes_s = [45, 7200, 86400]\n[dedup]\nhorizon_s = 90000\n")
+    s = load(path, env={})
+    assert s.window_sizes_s == (45, 7200, 86400)
+    assert s.max_window_s == 86400
 
 
 def test_missing_and_malformed_files(tmp_path: Path) -> None:

@@ -67,7 +67,9 @@ def test_window_start_and_bounds_table(ts_ms: int, size_ms: int, expected_start:
         (5 * MIN, 4 * MIN, 0, False),
     ],
 )
-def test_is_final_table(end_ms: int, watermark_ms: int | None, grace_ms: int, expected: bool) -> None:
+def test_is_final_table(
+    end_ms: int, watermark_ms: int | None, grace_ms: int, expected: bool
+) -> None:
     assert is_final(end_ms, watermark_ms, grace_ms) is expected
 
 
