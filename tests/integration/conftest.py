@@ -139,9 +139,16 @@ class Env:
     def topic(self, name: str) -> str:
         return f"{self.prefix}{name}"
 
-    def create_topics(self) -> None:
-        names = [f"social.{r}" for r in RAW] + OUTPUTS
-        ensure_topics(self.bootstrap, [self.topic(n) for n in names], self.partitions)
+    def create_topics(self, raw_partitions: int | None = None) -> None:
+        """Create this test's topics; input topics may have their own partition count,
+        as producers' topics often do."""
+        raw = [self.topic(f"social.{r}") for r in RAW]
+        ensure_topics(self.bootstrap, raw, raw_partitions or self.partitions)
+        ensure_topics(self.bootstrap, [self.topic(n) for n in OUTPUTS], self.partitions)
+
+    def fresh_topics(self, raw_partitions: int) -> None:
+        self.prefix = f"t{uuid.uuid4().hex[:10]}."
+        self.create_topics(raw_partitions)
 
     def worker(self, config: str = "", app_id: str | None = None, **env: str) -> Worker:
         cfg = self.tmp / f"config-{len(self.workers)}.toml"

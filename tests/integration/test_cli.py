@@ -51,6 +51,22 @@ def test_unreachable_broker_is_a_one_line_error() -> None:
     assert len(lines) == 1 and "ENGAGEMENT_BROKER" in lines[0], out.stderr
 
 
+def test_missing_broker_binary_is_a_one_line_error(tmp_path: Path) -> None:
+    env = {**os.environ, "CALF_TANSU_BIN": str(tmp_path / "no-such-tansu")}
+    out = subprocess.run(
+        [*CLI, "broker", "--port", str(broker.free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "CALF_TANSU_BIN" in lines[0], out.stderr
+
+
 def test_invalid_settings_are_a_one_line_error() -> None:
     env = {**os.environ, "ENGAGEMENT_WEB_PORT": "eighty"}
     out = subprocess.run(

@@ -155,7 +155,12 @@ horizon_s = 1800
 """
 
 
-def test_windows_exact_after_duplicates_reordering_and_unkeyed_producers(env: Env) -> None:
+@pytest.mark.parametrize("raw_partitions", [4, 3], ids=["same-partitions", "raw-3-internal-4"])
+def test_windows_exact_after_duplicates_reordering_and_unkeyed_producers(
+    env: Env, raw_partitions: int
+) -> None:
+    if raw_partitions != env.partitions:
+        env.fresh_topics(raw_partitions)
     rng = random.Random(42)
     accounts = ["acme", "globex", "initech", "umbrella", "hooli"]
     events = make_events(rng, 1500, accounts, span_ms=12 * 60_000)
@@ -183,7 +188,7 @@ def test_windows_exact_after_duplicates_reordering_and_unkeyed_producers(env: En
     rng.shuffle(sends)
     for topic, value, unkeyed in sends:
         if unkeyed:
-            env.send(topic, value, partition=rng.randrange(env.partitions))
+            env.send(topic, value, partition=rng.randrange(raw_partitions))
         else:
             env.send(topic, value)
     close_all(env, accounts, BASE_MS + 3 * 3600_000)
