@@ -65,6 +65,8 @@ class PartitionWork:
         marker = orjson.loads(raw_marker) if raw_marker else {}
         state = PartitionState()
         self.rt.aggregator.restore(state, deltas, marker)
+        # Until a router reports where the input partitions stand, the watermark holds.
+        state.sources.waiting_since_ms = int(time.time() * 1000)
         if deltas or marker:
             log.info(
                 "restored partition %d: %d deltas, applied offset %d",
@@ -82,11 +84,21 @@ class PartitionWork:
             table.data[key] = value
         table.send_changelog(p, key, value, key_serializer="raw", value_serializer="raw")
 
-    async def apply(self, p: int, offset: int, raw: bytes, broker_ts: float) -> None:
-        rt, m = self.rt, self.rt.metrics
+    async def apply(self, p: int, offset: int, raw: bytes) -> None:
+        rt = self.rt
         wall_ms = int(time.time() * 1000)
-        rows = wire.decode_batch(raw)
+        rows, report = wire.decode_message(raw)
         state = self.state(p)
+        if rows:
+            await self._apply_rows(p, state, rows, offset, wall_ms)
+        if report:
+            rt.aggregator.apply_progress(state, report, wall_ms)
+        await self.close(p, state, wall_ms)
+
+    async def _apply_rows(
+        self, p: int, state: PartitionState, rows: list[wire.Row], offset: int, wall_ms: int
+    ) -> None:
+        rt, m = self.rt, self.rt.metrics
         applied = rt.aggregator.apply_batch(state, rows, offset, wall_ms)
         if applied.skipped:
             return
@@ -104,8 +116,8 @@ class PartitionWork:
                 await rt.deadletter_topic.send(
                     value=deadletter.too_late_record(wire.row_as_event(row), src)
                 )
-        m.processing_latency.observe(max(0.0, time.time() - broker_ts))
-        await self.close(p, state, wall_ms)
+        oldest_ms = min(r[wire.I_SRC if r[0] == wire.INTERACTION else wire.X_SRC][3] for r in rows)
+        m.processing_latency.observe(max(0.0, time.time() - oldest_ms / 1000))
 
     def _count(self, rows: list[wire.Row], late: set[int]) -> None:
         m = self.rt.metrics
@@ -214,7 +226,7 @@ def register(rt: Runtime) -> None:
         async for event in stream.events():
             msg = event.message
             async with work.lock(msg.partition):
-                await work.apply(msg.partition, msg.offset, msg.value, msg.timestamp)
+                await work.apply(msg.partition, msg.offset, msg.value)
 
     rt.app.agent(rt.events_topic, name="engagement.aggregate")(aggregate)
     rt.app.timer(interval=1.0)(work.tick)

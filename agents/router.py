@@ -5,6 +5,10 @@ Repartitioning makes results correct even when producers do not key by
 account_id. Events are acked only after their batch is handed to the producer,
 and faust flushes the producer before it commits offsets (at-least-once; the
 aggregator's dedup makes the redelivery harmless).
+
+The router also reports, several times a second, each input partition's
+progress (newest event time forwarded, messages left to read) to every internal
+partition, so watermarks never overtake an input partition that is behind.
 """
 
 from __future__ import annotations
@@ -21,10 +25,36 @@ from pipeline.validation import validate
 if TYPE_CHECKING:
     from agents.app import Runtime
 
+KEEPALIVE_S = 2.0  # resend an unchanged progress report this often
+
 
 def partition_for(account_id: str, partitions: int) -> int:
     """Stable across processes and languages (crc32, unlike Python's hash())."""
     return zlib.crc32(account_id.encode()) % partitions
+
+
+class Progress:
+    """What this router has forwarded from each input partition it reads."""
+
+    def __init__(self) -> None:
+        self.max_ts: dict[Any, int] = {}  # TP -> newest event time forwarded
+        self.next_offset: dict[Any, int] = {}  # TP -> next offset to process
+        self.last_report: dict[str, list[int | None]] = {}
+        self.last_sent = 0.0
+
+    def report(self, consumer: Any, raw_topics: dict[str, str]) -> dict[str, list[int | None]]:
+        committed = getattr(consumer, "_committed_offset", {})
+        out: dict[str, list[int | None]] = {}
+        for tp in consumer.assignment():
+            if tp.topic not in raw_topics:
+                continue
+            high = consumer.highwater(tp)
+            nxt = self.next_offset.get(tp)
+            if nxt is None:
+                nxt = committed.get(tp) or 0
+            lag = None if high is None or high < 0 else max(0, high - nxt)
+            out[f"{tp.topic}:{tp.partition}"] = [self.max_ts.get(tp), lag]
+        return out
 
 
 def register(rt: Runtime) -> None:
@@ -34,14 +64,18 @@ def register(rt: Runtime) -> None:
     parts = s.partitions
     families = rt.raw_topics
     invalid_metric = rt.metrics.invalid
+    progress = Progress()
 
     async def route(stream: Any) -> None:
         async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
             batches: dict[int, list[wire.Row]] = {}
             rejected: Counter[str] = Counter()
+            newest: dict[Any, int] = {}
+            next_offset: dict[Any, int] = {}
             future_limit = int(time.time() * 1000) + max_future_ms
             for event in events:
                 msg = event.message
+                next_offset[msg.tp] = msg.offset + 1
                 result = validate(msg.value, kind_family=families[msg.topic], max_bytes=max_bytes)
                 if isinstance(result, Invalid):
                     pass
@@ -55,6 +89,8 @@ def register(rt: Runtime) -> None:
                         row = wire.exposure_row(result, src)
                     p = partition_for(result.account_id, parts)
                     batches.setdefault(p, []).append(row)
+                    if result.ts_ms > newest.get(msg.tp, -1):
+                        newest[msg.tp] = result.ts_ms
                     continue
                 rejected[result.reason] += 1
                 await rt.deadletter_topic.send(
@@ -65,7 +101,26 @@ def register(rt: Runtime) -> None:
                 )
             for p, rows in batches.items():
                 await rt.events_topic.send(partition=p, value=wire.encode_batch(rows))
+            # Only now, with the batch handed to the producer ahead of any later
+            # report, may the progress it carries be reported.
+            for tp, ts in newest.items():
+                if ts > progress.max_ts.get(tp, -1):
+                    progress.max_ts[tp] = ts
+            progress.next_offset.update(next_offset)
             for reason, n in rejected.items():
                 invalid_metric.labels(reason).inc(n)
 
+    async def report_progress() -> None:
+        report = progress.report(rt.app.consumer, families)
+        now = time.monotonic()
+        if not report or (
+            report == progress.last_report and now - progress.last_sent < KEEPALIVE_S
+        ):
+            return
+        progress.last_report, progress.last_sent = report, now
+        value = wire.encode_progress(report)
+        for p in range(parts):
+            await rt.events_topic.send(partition=p, value=value)
+
     rt.app.agent(topics, name="engagement.router")(route)
+    rt.app.timer(interval=s.progress_interval_s)(report_progress)

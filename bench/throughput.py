@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from kafka import KafkaAdminClient
 
 from agents.app import ALERTS_TOPIC, DEADLETTER_TOPIC, EVENTS_TOPIC, RAW_TOPICS, WINDOWS_TOPIC
 from pipeline import broker
@@ -57,34 +58,28 @@ def make_events(n: int, accounts: int, prefix: str, close_after_ms: int,
             ev["post_id"] = f"{account}-post-{rng.randrange(40)}"
         data.append((prefix + KINDS[kind][0], account.encode(), orjson.dumps(ev)))
         totals[(account, kind)] += 1
-    close_ts = BASE_MS + SPAN_MS + close_after_ms
     closing = [(prefix + "social.likes", a.encode(), orjson.dumps(
-        {"event_id": f"bench-close-{a}", "kind": "like", "channel": CHANNELS[0],
-         "account_id": a, "ts": close_ts, "post_id": f"{a}-close"})) for a in names]
+        {"event_id": f"bench-close-{a}", "kind": "like", "channel": CHANNELS[0], "account_id": a,
+         "ts": BASE_MS + SPAN_MS + close_after_ms, "post_id": f"{a}-close"})) for a in names]
     return data, closing, totals
 
 
-async def produce(bootstrap: str, msgs: list[Msg]) -> None:
+async def produce(bootstrap: str, msgs: list[Msg]) -> dict[tuple[str, int], int]:
+    """Produce in order; return the end offset of every partition written to."""
     p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks=1,
                          max_batch_size=256 * 1024, max_request_size=4 << 20)
     await p.start()
     try:
-        pending: list[asyncio.Future[Any]] = []
-        for topic, key, value in msgs:
-            pending.append(await p.send(topic, value, key=key))
-            if len(pending) >= 20_000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
+        sent = await asyncio.gather(*[await p.send(t, v, key=k) for t, k, v in msgs])
     finally:
         await p.stop()
+    return {(md.topic, md.partition): md.offset + 1 for md in sent}
 
 
 async def raw_baseline(bootstrap: str, topics: list[str], n: int) -> dict[str, float]:
     """Fresh consumer group: getmany + orjson.loads + dict count until N messages."""
     c = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=f"raw-{uuid.uuid4()}",
                          auto_offset_reset="earliest", enable_auto_commit=False)
-    t0 = time.perf_counter()
     await c.start()
     try:
         counts: dict[tuple[str, str], int] = {}
@@ -100,69 +95,82 @@ async def raw_baseline(bootstrap: str, topics: list[str], n: int) -> dict[str, f
         t_end = time.perf_counter()
     finally:
         await c.stop()
-    return {"events_per_s": seen / (t_end - t_first), "seconds": t_end - t_first,
-            "incl_join_events_per_s": seen / (t_end - t0)}
+    return {"events_per_s": seen / (t_end - t_first), "seconds": t_end - t_first}
 
 
-def healthz_ok(port: int) -> bool:
-    try:
+def healthz(port: int) -> dict[str, Any] | None:
+    try:  # a 503 raises HTTPError, an OSError
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=0.5) as r:
-            return int(r.status) == 200
-    except OSError:
-        return False
+            return dict(json.load(r))
+    except (OSError, ValueError):
+        return None
 
 
-async def wait_healthy(port: int, proc: subprocess.Popen[bytes]) -> float:
+async def watch_health(port: int, proc: subprocess.Popen[bytes]) -> tuple[float, float]:
+    """When /healthz first answered 200, and when it first listed partitions (the worker
+    has its assignment: start-up is over)."""
+    t_ok = 0.0
     while proc.poll() is None:
-        if await asyncio.to_thread(healthz_ok, port):
-            return time.perf_counter()
+        if (h := await asyncio.to_thread(healthz, port)) is not None:
+            t_ok = t_ok or time.perf_counter()
+            if h.get("partitions"):
+                return t_ok, time.perf_counter()
         await asyncio.sleep(0.05)
-    raise BenchError(f"worker exited with code {proc.returncode} before /healthz answered")
+    raise BenchError(f"worker exited with code {proc.returncode} before it was healthy")
 
 
-def worker_env(bootstrap: str, prefix: str, args: argparse.Namespace, tmp: Path) -> dict[str, str]:
-    web_port = broker.free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGEMENT_")}
-    env.update(ENGAGEMENT_BROKER=f"kafka://{bootstrap}", ENGAGEMENT_WEB_PORT=str(web_port),
-               ENGAGEMENT_APP_ID=f"bench-{uuid.uuid4().hex[:8]}", ENGAGEMENT_TOPIC_PREFIX=prefix,
-               ENGAGEMENT_PARTITIONS=str(args.partitions),
-               ENGAGEMENT_DATA_DIR=str(tmp / "data"))
-    if args.lateness is not None:  # the dedup horizon must cover lateness + largest window
-        conf = tmp / "bench.toml"
-        conf.write_text(f"[windows]\nallowed_lateness_s = {args.lateness}\n"
-                        f"[dedup]\nhorizon_s = {args.lateness + 600}\n")
-        env["ENGAGEMENT_CONFIG"] = str(conf)
-    return env
+async def close_when_drained(bootstrap: str, group: str, ends: dict[tuple[str, int], int],
+                             closing: list[Msg]) -> None:
+    """Produce the closing events once the worker committed every data message."""
+    admin = await asyncio.to_thread(KafkaAdminClient, bootstrap_servers=bootstrap)
+    done: dict[tuple[str, int], int] = {}
+    try:
+        while not all(done.get(tp, -1) >= end for tp, end in ends.items()):
+            await asyncio.sleep(0.2)
+            offsets = await asyncio.to_thread(admin.list_group_offsets, {group: None})
+            done = {(tp.topic, tp.partition): om.offset for tp, om in offsets[group].items()}
+    finally:
+        admin.close()
+    await produce(bootstrap, closing)
 
 
 async def run_worker(bootstrap: str, prefix: str, args: argparse.Namespace, tmp: Path,
-                     procs: Procs) -> tuple[dict[str, Any], Counter[tuple[str, str]]]:
+                     procs: Procs, closing: list[Msg],
+                     ends: dict[tuple[str, int], int]) -> tuple[dict[str, Any], Counter[Any]]:
     """Start a fresh worker; consume the windows and dead-letter topics until every event
     is in a 60 s window or dead-lettered (or nothing new came for --idle seconds)."""
     n, topics = args.events, [prefix + WINDOWS_TOPIC, prefix + DEADLETTER_TOPIC]
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
-    ready: asyncio.Task[float] | None = None
+    tasks: list[asyncio.Task[Any]] = []
     await c.start()
     try:
         c.assign([TopicPartition(t, p) for t in topics for p in range(args.partitions)])
-        env = worker_env(bootstrap, prefix, args, tmp)
-        exe = Path(sys.executable).with_name("engagement")
-        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "pipeline.cli"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGEMENT_")}
+        port, group = broker.free_port(), f"bench-{uuid.uuid4().hex[:8]}"
+        env.update(ENGAGEMENT_BROKER=f"kafka://{bootstrap}", ENGAGEMENT_WEB_PORT=str(port),
+                   ENGAGEMENT_APP_ID=group, ENGAGEMENT_TOPIC_PREFIX=prefix,
+                   ENGAGEMENT_PARTITIONS=str(args.partitions), ENGAGEMENT_DATA_DIR=str(tmp / "d"))
+        if args.lateness is not None:  # the dedup horizon must cover lateness + largest window
+            (tmp / "bench.toml").write_text(f"[windows]\nallowed_lateness_s = {args.lateness}\n"
+                                            f"[dedup]\nhorizon_s = {args.lateness + 600}\n")
+            env["ENGAGEMENT_CONFIG"] = str(tmp / "bench.toml")
+        cmd = [str(Path(sys.executable).with_name("engagement")), "worker", "--loglevel", "warning"]
         with open(tmp / "worker.log", "wb") as out:
             t0 = time.perf_counter()
-            proc = subprocess.Popen([*cmd, "worker", "--loglevel", "warning"], env=env,
-                                    stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
         procs.append(proc)
-        ready = asyncio.create_task(wait_healthy(int(env["ENGAGEMENT_WEB_PORT"]), proc))
+        tasks.append(asyncio.create_task(watch_health(port, proc)))
+        if args.close_after_drain:
+            tasks.append(asyncio.create_task(close_when_drained(bootstrap, group, ends, closing)))
         windows: dict[tuple[str, str, str], dict[str, int]] = {}
-        total = sum300 = 0
         dead: Counter[str] = Counter()
-        t_first_window = t_last = 0.0
-        while total + dead.total() < n:
+        got: Counter[tuple[str, str]] = Counter()
+        t_last = 0.0
+        while got.total() + dead.total() < n:
             if proc.poll() is not None:
                 raise BenchError(f"worker exited with code {proc.returncode}")
-            if ready.done() and not ready.cancelled() and ready.exception():
-                raise BenchError(str(ready.exception()))
+            if err := next((t.exception() for t in tasks if t.done() and t.exception()), None):
+                raise BenchError(repr(err))
             if t_last and time.perf_counter() - t_last > args.idle:
                 break  # the worker went quiet without accounting for every event
             for tp, recs in (await c.getmany(timeout_ms=200)).items():
@@ -171,38 +179,20 @@ async def run_worker(bootstrap: str, prefix: str, args: argparse.Namespace, tmp:
                     w = orjson.loads(r.value)
                     if tp.topic == topics[1]:
                         dead[w["reason"]] += 1
-                        continue
-                    t_first_window = t_first_window or t_last
-                    if w["size_seconds"] != 60:
-                        sum300 += sum(w["counts"].values())  # info only
-                        continue
-                    key = (w["account_id"], w["channel"], w["window_start"])
-                    old = windows.get(key)  # a redelivered window replaces its first copy
-                    total += sum(w["counts"].values()) - (sum(old.values()) if old else 0)
-                    windows[key] = w["counts"]
-        t_end, t_ready = t_last, await ready
+                    elif w["size_seconds"] == 60:
+                        key = (w["account_id"], w["channel"], w["window_start"])
+                        old = windows.get(key, {})  # a redelivered window replaces its copy
+                        got.update({(key[0], k): v - old.get(k, 0) for k, v in w["counts"].items()})
+                        windows[key] = w["counts"]
+        t_ok, t_ready = await tasks[0]
     finally:
-        if ready is not None:
-            ready.cancel()
+        for t in tasks:
+            t.cancel()
         await c.stop()
-    got: Counter[tuple[str, str]] = Counter()
-    for (account, _, _), counts in windows.items():
-        for kind, k in counts.items():
-            got[(account, kind)] += k
-    return {"events_per_s_incl_startup": n / (t_end - t0), "seconds_incl_startup": t_end - t0,
-            "events_per_s_excl_startup": n / (t_end - t_ready), "startup_seconds": t_ready - t0,
-            "first_window_seconds": t_first_window - t0, "windows_60s": len(windows),
-            "counted_60s": total, "counted_300s": sum300, "deadlettered": dict(dead)}, got
-
-
-def stop_proc(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return {"seconds_incl_startup": t_last - t0, "events_per_s_incl_startup": n / (t_last - t0),
+            "events_per_s_excl_startup": n / (t_last - t_ok), "healthz_200_s": t_ok - t0,
+            "events_per_s_after_assignment": n / (t_last - t_ready), "assigned_s": t_ready - t0,
+            "counted_60s": got.total(), "deadlettered": dict(dead)}, got
 
 
 async def bench(args: argparse.Namespace, bootstrap: str, tmp: Path,
@@ -213,61 +203,53 @@ async def bench(args: argparse.Namespace, bootstrap: str, tmp: Path,
     close_after_ms = ((args.lateness or 0) + 15 * 60) * 1000
     data, closing, totals = make_events(args.events, args.accounts, prefix, close_after_ms)
     t = time.perf_counter()
-    await produce(bootstrap, data)
-    await produce(bootstrap, closing)  # after the data is acknowledged: last in every partition
-    print(f"produced {len(data)} events + {len(closing)} closing events "
-          f"in {time.perf_counter() - t:.1f} s (not timed)", flush=True)
+    ends = await produce(bootstrap, data)
+    if not args.close_after_drain:
+        await produce(bootstrap, closing)  # after the data is acknowledged: last everywhere
+    print(f"produced {len(data):,} events in {time.perf_counter() - t:.1f} s (not timed)")
     r = await raw_baseline(bootstrap, [prefix + t for t, _ in KINDS.values()], args.events)
     print(f"raw baseline: {r['events_per_s']:,.0f} events/s; starting the worker", flush=True)
     log = tmp / "worker.log"
     try:
-        w, got = await run_worker(bootstrap, prefix, args, tmp, procs)
+        w, got = await run_worker(bootstrap, prefix, args, tmp, procs, closing, ends)
     except BaseException:
         print(f"--- worker log ---\n{log.read_text(errors='replace')}", file=sys.stderr)
         raise
-    finally:
-        for p in procs:
-            stop_proc(p)
     errors = [ln for ln in log.read_text(errors="replace").splitlines()
               if "ERROR" in ln or "Traceback" in ln]
-    diff = {f"{a}/{k}": got[(a, k)] - v for (a, k), v in (totals | got).items()
+    diff = {f"{a}/{k}": got[(a, k)] - totals[(a, k)] for a, k in totals | got
             if got[(a, k)] != totals[(a, k)]}
-    m = {"cpus": os.cpu_count(), "platform": platform.platform(),
-         "python": platform.python_version()}
+    m = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]}
     return {"machine": m, "events": args.events, "partitions": args.partitions,
-            "accounts": args.accounts, "allowed_lateness_s": args.lateness, "raw": r, "worker": w,
+            "accounts": args.accounts, "lateness_s": args.lateness, "raw": r, "worker": w,
+            "close_after_drain": args.close_after_drain, "worker_log_errors": errors[:20],
             "ratio_incl_startup": w["events_per_s_incl_startup"] / r["events_per_s"],
             "ratio_excl_startup": w["events_per_s_excl_startup"] / r["events_per_s"],
-            "correct": not diff, "mismatches": diff, "worker_log_errors": errors[:20]}
+            "correct": not diff, "mismatches": diff}
 
 
 def table(res: dict[str, Any]) -> str:
-    m, r, w = res["machine"], res["raw"], res["worker"]
-    late = res["allowed_lateness_s"]
-    rows = [
-        ("machine", f"{m['cpus']} CPUs, {m['platform']}, Python {m['python']}"),
-        ("events N / partitions / accounts",
-         f"{res['events']:,} / {res['partitions']} / {res['accounts']}"
-         f"   (allowed lateness: {'default' if late is None else f'{late} s'})"),
-        ("raw aiokafka getmany+orjson+count", f"{r['events_per_s']:>9,.0f} events/s  "
-         f"({r['seconds']:.2f} s; with group join {r['incl_join_events_per_s']:,.0f}/s)"),
-        ("worker, incl. start-up", f"{w['events_per_s_incl_startup']:>9,.0f} events/s  "
-         f"({w['seconds_incl_startup']:.1f} s)  worker/raw = {res['ratio_incl_startup']:.4f}"),
-        ("worker, excl. start-up (/healthz)", f"{w['events_per_s_excl_startup']:>9,.0f} events/s  "
-         f"({w['seconds_incl_startup'] - w['startup_seconds']:.1f} s)  "
-         f"worker/raw = {res['ratio_excl_startup']:.4f}"),
-        ("worker start: /healthz, 1st window", f"{w['startup_seconds']:.1f} s, "
-         f"{w['first_window_seconds']:.1f} s"),
-        ("events in 60 s windows / dead-letter", f"{w['counted_60s']:,} / {w['deadlettered']}"),
-        ("correctness (60 s windows)", "OK" if res["correct"] else
-         f"MISMATCH in {len(res['mismatches'])} (account, kind) totals"),
-    ]
+    m, r, w, late = res["machine"], res["raw"]["events_per_s"], res["worker"], res["lateness_s"]
+
+    def rate(v: float) -> str:
+        return f"{v:>11,.0f} events/s   worker/raw {v / r:.4f}"
+
+    rows = [("machine", f"{m['cpus']} CPUs, {m['platform']}, Python {m['python']}"),
+            ("N / partitions / accounts", f"{res['events']:,} / {res['partitions']} / "
+             f"{res['accounts']}   lateness: {'default' if late is None else f'{late} s'}, "
+             f"closing events {'after drain' if res['close_after_drain'] else 'up front'}"),
+            ("raw aiokafka getmany+orjson+count", f"{r:>11,.0f} events/s"),
+            ("worker incl. start-up", rate(w["events_per_s_incl_startup"])
+             + f"   ({w['seconds_incl_startup']:.1f} s)"),
+            (f"worker excl. start-up (/healthz +{w['healthz_200_s']:.1f} s)",
+             rate(w["events_per_s_excl_startup"])),
+            (f"worker after assignment (+{w['assigned_s']:.1f} s)",
+             rate(w["events_per_s_after_assignment"])),
+            ("events in 60 s windows / dead-letter", f"{w['counted_60s']:,} / {w['deadlettered']}"),
+            ("correctness (60 s windows)", "OK" if res["correct"] else
+             f"MISMATCH in {len(res['mismatches'])} (account, kind) totals")]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}} : {v}" for k, v in rows)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def main() -> int:
@@ -278,35 +260,29 @@ def main() -> int:
     ap.add_argument("--broker", help="kafka://host:port (default: start the embedded broker)")
     ap.add_argument("--json", type=Path, help="also write the results to this file")
     ap.add_argument("--timeout", type=float, default=900.0, help="total seconds (default 900)")
-    ap.add_argument("--idle", type=float, default=60.0, help="stop when the worker's output "
-                    "is quiet this long before all events are accounted for")
-    ap.add_argument("--lateness", type=int, help="run the worker with this allowed lateness "
-                    "(s) via a temporary config file (default: the worker's default)")
+    ap.add_argument("--idle", type=float, default=60.0, help="give up after s without output")
+    ap.add_argument("--lateness", type=int, help="worker's allowed lateness in s (temp config)")
+    ap.add_argument("--close-after-drain", action="store_true", help="closing events only "
+                    "once the worker committed all data")
     args = ap.parse_args()
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up as on Ctrl-C
     procs: Procs = []
-    try:
-        with tempfile.TemporaryDirectory(prefix="engagement-bench-") as tmp:
-            broker_proc = None
-            try:
-                if args.broker:
-                    bootstrap = args.broker.removeprefix("kafka://")
-                else:
-                    port = broker.free_port()
-                    broker_proc = broker.start(port, log_path=Path(tmp) / "broker.log")
-                    bootstrap = f"127.0.0.1:{port}"
-                coro = bench(args, bootstrap, Path(tmp), procs)
-                res = asyncio.run(asyncio.wait_for(coro, args.timeout))
-            finally:
-                for p in procs:
-                    stop_proc(p)
-                if broker_proc is not None:
-                    broker.stop(broker_proc)
-    except (TimeoutError, BenchError, broker.BrokerError) as exc:
-        print(f"benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    port = broker.free_port()
+    bootstrap = args.broker.removeprefix("kafka://") if args.broker else f"127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory(prefix="engagement-bench-") as tmp:
+        try:
+            if not args.broker:
+                procs.append(broker.start(port, log_path=Path(tmp) / "broker.log"))
+            coro = bench(args, bootstrap, Path(tmp), procs)
+            res = asyncio.run(asyncio.wait_for(coro, args.timeout))
+        except (TimeoutError, BenchError, broker.BrokerError) as exc:
+            print(f"benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return 130
+        finally:
+            for p in reversed(procs):  # the worker first, the broker last
+                broker.stop(p, timeout_s=15)
     print(table(res))
     for line in res["worker_log_errors"]:
         print(f"worker log: {line}")

@@ -20,10 +20,14 @@ from typing import Any
 
 from pipeline import rates, wire
 from pipeline.events import KINDS
+from pipeline.progress import Sources
 from pipeline.watermark import Watermark, WatermarkState
 from pipeline.windows import rfc3339
 
 WindowKey = tuple[str, str, int, int]  # account_id, channel, size_ms, start_ms
+# An input partition's progress report counts for this long; routers report
+# several times a second.
+SOURCE_STALE_MS = 10_000
 
 
 @dataclass(slots=True)
@@ -51,6 +55,7 @@ class PartitionState:
     dedup: OrderedDict[str, int] = field(default_factory=OrderedDict)  # event_id -> ts_ms
     followers: dict[tuple[str, str], list[tuple[int, int]]] = field(default_factory=dict)
     watermark: WatermarkState = field(default_factory=WatermarkState)
+    sources: Sources = field(default_factory=lambda: Sources(SOURCE_STALE_MS))
     emitted_through_ms: int | None = None
     applied_offset: int = -1
     next_end_ms: int | None = None  # earliest end among open windows: skip needless scans
@@ -121,8 +126,17 @@ class Aggregator:
     def __init__(self, cfg: AggregatorConfig) -> None:
         self.cfg = cfg
 
-    def watermark(self, state: PartitionState) -> Watermark:
+    def watermark(self, state: PartitionState, wall_ms: int) -> Watermark:
+        """The partition's watermark, held back by input partitions with a backlog."""
+        hold, backlog = state.sources.hold(wall_ms)
+        state.watermark.hold_ms, state.watermark.backlog = hold, backlog
         return Watermark(self.cfg.lateness_ms, self.cfg.idle_after_ms, state.watermark)
+
+    def apply_progress(
+        self, state: PartitionState, report: Mapping[str, list[int | None]], wall_ms: int
+    ) -> None:
+        """Record a router's progress report for its input partitions."""
+        state.sources.update(report, wall_ms)
 
     # -- applying -------------------------------------------------------------
     def apply_batch(
@@ -131,7 +145,7 @@ class Aggregator:
         """Apply one batch read at `offset` of this partition."""
         if offset <= state.applied_offset:
             return Applied(None, skipped=True)
-        wm = self.watermark(state)
+        wm = self.watermark(state, wall_ms)
         wm_now = wm.current(wall_ms)
         emitted = state.emitted_through_ms
         grace, sizes = self.cfg.grace_ms, self.cfg.sizes_ms
@@ -262,7 +276,7 @@ class Aggregator:
         ws = state.watermark
         if ws.last_event_wall_ms is None and ws.max_event_ms is not None:
             ws.last_event_wall_ms = wall_ms  # restored: idle time counts from the restart
-        wm = self.watermark(state).advance(wall_ms)
+        wm = self.watermark(state, wall_ms).advance(wall_ms)
         if wm is None:
             return []
         limit = wm - self.cfg.grace_ms

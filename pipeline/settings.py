@@ -68,6 +68,8 @@ class Settings:
     # Ingest batching: the router forwards at most this many events per batch
     batch_max: int = 1000
     batch_within_s: float = 0.05
+    # How often the router reports input-partition progress to the aggregator
+    progress_interval_s: float = 0.2
     weights: Mapping[str, float] = field(
         default_factory=lambda: {
             "like": 1.0,
@@ -140,6 +142,7 @@ _TOML_FIELDS: dict[str, str] = {
     "windows.idle_after_s": "idle_after_s",
     "ingest.batch_max": "batch_max",
     "ingest.batch_within_s": "batch_within_s",
+    "ingest.progress_interval_s": "progress_interval_s",
     "rates.default_basis": "default_rate_basis",
     "metrics.accounts": "metrics_accounts",
     "metrics.top_accounts": "metrics_top_accounts",
@@ -281,6 +284,8 @@ def _validate(s: Settings, problems: list[tuple[str, str]]) -> None:
     for rule in s.thresholds:
         if rule.window_s not in s.window_sizes_s:
             problems.append((f"alerts.thresholds.{rule.name}.window_s", "not a configured size"))
+    if s.progress_interval_s <= 0:
+        problems.append(("ingest.progress_interval_s", "must be > 0"))
     if s.batch_max < 1:
         problems.append(("ingest.batch_max", "must be >= 1"))
     if s.metrics_top_accounts < 0:

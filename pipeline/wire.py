@@ -1,7 +1,8 @@
 """Compact encoding of validated events between the router and the aggregator.
 
 The router forwards batches to the internal topic as one JSON object per
-batch: {"e": [row, ...]}. A row is a positional list, cheaper to encode and
+batch: {"e": [row, ...]}, and progress reports as {"p": {input partition:
+[newest event ts, lag]}}. A row is a positional list, cheaper to encode and
 decode than an object per event. Rows never carry message text.
 """
 
@@ -67,9 +68,15 @@ def encode_batch(rows: list[Row]) -> bytes:
     return orjson.dumps({"e": rows})
 
 
-def decode_batch(raw: bytes) -> list[Row]:
-    rows: list[Row] = orjson.loads(raw)["e"]
-    return rows
+def encode_progress(report: dict[str, list[int | None]]) -> bytes:
+    """A router's progress report: input partition -> [newest event ts, lag]."""
+    return orjson.dumps({"p": report})
+
+
+def decode_message(raw: bytes) -> tuple[list[Row], dict[str, list[int | None]] | None]:
+    """(rows, progress report) of one internal message; either may be empty."""
+    msg = orjson.loads(raw)
+    return msg.get("e", []), msg.get("p")
 
 
 def row_as_event(row: Row) -> dict[str, Any]:
