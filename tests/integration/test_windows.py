@@ -7,6 +7,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.integration.conftest import Env, wait_for
@@ -262,3 +263,45 @@ def test_state_survives_a_worker_crash(env: Env) -> None:
     # At least the 100 redeliveries; a rebalance while the dead member times out may make
     # the router forward a few events twice, which dedup also absorbs.
     assert worker.metric("engagement_duplicate_events_total") >= 100
+
+
+def test_catching_up_on_a_backlog_loses_nothing(env: Env) -> None:
+    """Start the worker on a backlog spread over input partitions read at different
+    speeds: no event may become too late because another partition was read first."""
+    accounts = [f"acct-{i}" for i in range(12)]
+    events = []
+    for i in range(12_000):  # 30 minutes of event time, in order within each account
+        account = accounts[i % len(accounts)]
+        events.append(
+            {
+                "event_id": f"b-{i}",
+                "kind": "like",
+                "channel": "x",
+                "account_id": account,
+                "ts": BASE_MS + i * 150,
+                "post_id": "p",
+                "actor_id": f"a{i % 97}",
+            }
+        )
+    for ev in events:
+        env.producer.send(
+            env.topic("social.likes"), value=orjson.dumps(ev), key=ev["account_id"].encode()
+        )
+    env.producer.flush()
+    close_all(env, accounts, BASE_MS + 3 * 3600_000)
+    worker = env.worker(
+        CONFIG.replace("allowed_lateness_s = 900", "allowed_lateness_s = 5").replace(
+            "[dedup]\nhorizon_s = 1800", ""
+        )
+    ).start()
+    expected = truth(events, [], (60, 300))
+    windows = env.wait_records(
+        "engagement.windows",
+        lambda ws: set(by_key([w for w in ws if w["channel"] != "closer"])) >= set(expected),
+        timeout_s=120,
+        worker=worker,
+    )
+    assert env.read("engagement.deadletter") == []
+    got = by_key([w for w in windows if w["channel"] != "closer"])
+    for key, exp in expected.items():
+        assert len(got[key]) == 1 and got[key][0]["counts"] == exp["counts"], key
