@@ -37,7 +37,7 @@ def iso(ms: int) -> str:
 def make_events(
     rng: random.Random, n: int, accounts: list[str], span_ms: int
 ) -> list[dict[str, Any]]:
-    events = []
+    events: list[dict[str, Any]] = []
     for i in range(n):
         kind = rng.choice(["like", "like", "like", "comment", "share", "mention", "dm", "reply"])
         ev: dict[str, Any] = {
@@ -134,6 +134,23 @@ def by_key(windows: list[dict[str, Any]]) -> dict[tuple[str, str, int, str], lis
     return out
 
 
+def published(
+    env: Env, expected: dict[Any, Any], worker: Any, timeout_s: float = 90
+) -> dict[tuple[str, str, int, str], list[dict[str, Any]]]:
+    """Wait until every expected window is published; return the data windows by key."""
+
+    def data(ws: list[dict[str, Any]]) -> dict[tuple[str, str, int, str], list[dict[str, Any]]]:
+        return by_key([w for w in ws if w["channel"] != "closer"])
+
+    windows = env.wait_records(
+        "engagement.windows",
+        lambda ws: set(data(ws)) >= set(expected),
+        timeout_s=timeout_s,
+        worker=worker,
+    )
+    return data(windows)
+
+
 FIELDS = (
     "counts",
     "unique_actors",
@@ -195,13 +212,7 @@ def test_windows_exact_after_duplicates_reordering_and_unkeyed_producers(
     close_all(env, accounts, BASE_MS + 3 * 3600_000)
     expected = truth(events, exposures, (60, 300))
 
-    windows = env.wait_records(
-        "engagement.windows",
-        lambda ws: set(by_key([w for w in ws if w["channel"] != "closer"])) >= set(expected),
-        timeout_s=90,
-        worker=worker,
-    )
-    got = by_key([w for w in windows if w["channel"] != "closer"])
+    got = published(env, expected, worker, timeout_s=90)
     assert set(got) == set(expected), "unexpected or missing windows"
     for key, exp in expected.items():
         assert len(got[key]) == 1, f"window {key} emitted {len(got[key])} times"
@@ -216,7 +227,7 @@ def test_windows_exact_after_duplicates_reordering_and_unkeyed_producers(
     )
     assert total == len(events)
     # message text never reaches an output
-    assert "PRIVATE-SENTINEL" not in str(windows)
+    assert "PRIVATE-SENTINEL" not in str(got)
     assert "PRIVATE-SENTINEL" not in worker.log()
 
 
@@ -248,13 +259,7 @@ def test_state_survives_a_worker_crash(env: Env) -> None:
         env.send(TOPIC_OF[ev["kind"]], ev)
     close_all(env, accounts, BASE_MS + 3 * 3600_000)
     expected = truth(events, [], (60, 300))
-    windows = env.wait_records(
-        "engagement.windows",
-        lambda ws: set(by_key([w for w in ws if w["channel"] != "closer"])) >= set(expected),
-        timeout_s=90,
-        worker=worker,
-    )
-    got = by_key([w for w in windows if w["channel"] != "closer"])
+    got = published(env, expected, worker, timeout_s=90)
     assert set(got) == set(expected)
     for key, exp in expected.items():
         assert len(got[key]) == 1
@@ -269,7 +274,7 @@ def test_catching_up_on_a_backlog_loses_nothing(env: Env) -> None:
     """Start the worker on a backlog spread over input partitions read at different
     speeds: no event may become too late because another partition was read first."""
     accounts = [f"acct-{i}" for i in range(12)]
-    events = []
+    events: list[dict[str, Any]] = []
     for i in range(12_000):  # 30 minutes of event time, in order within each account
         account = accounts[i % len(accounts)]
         events.append(
@@ -295,13 +300,7 @@ def test_catching_up_on_a_backlog_loses_nothing(env: Env) -> None:
         )
     ).start()
     expected = truth(events, [], (60, 300))
-    windows = env.wait_records(
-        "engagement.windows",
-        lambda ws: set(by_key([w for w in ws if w["channel"] != "closer"])) >= set(expected),
-        timeout_s=120,
-        worker=worker,
-    )
+    got = published(env, expected, worker, timeout_s=120)
     assert env.read("engagement.deadletter") == []
-    got = by_key([w for w in windows if w["channel"] != "closer"])
     for key, exp in expected.items():
         assert len(got[key]) == 1 and got[key][0]["counts"] == exp["counts"], key
