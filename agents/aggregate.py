@@ -1,10 +1,16 @@
 """Aggregator agent: applies event batches to per-partition window state, writes one
 changelog record per batch, and publishes final windows and alerts.
 
-Durability order per partition: delta record -> (windows, alerts delivered) ->
-marker record. The marker says which windows were published, so it is written
-only after the broker acknowledged them; a crash before that republishes the
-same windows with the same contents and the same alert ids.
+Durability order per partition (every write goes straight to the producer, so
+faust's flush before each offset commit covers it):
+1. the batch's delta record;
+2. when windows close: a marker holding the close decision and the exact output
+   records (an outbox), awaited;
+3. the outputs, awaited;
+4. a marker without the outbox.
+A crash after 2 republishes the outbox on restart: the same windows with the
+same contents and the same alert ids, and rows for those windows are too late
+there exactly as they were in the run that crashed.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import orjson
 
 from pipeline import alerts, deadletter, wire
 from pipeline.aggregator import Delta, FinalWindow, PartitionState
+from pipeline.progress import SETTLE_MS, Sources
 
 if TYPE_CHECKING:
     from agents.app import Runtime
@@ -41,6 +48,8 @@ class PartitionWork:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.locks: dict[int, asyncio.Lock] = {}
+        self.outbox: dict[int, list[list[Any]]] = {}  # restored, not yet republished
+        self.pending: dict[int, list[Any]] = {}  # delivery futures not yet awaited
         self.last_label_refresh = 0.0
 
     def lock(self, p: int) -> asyncio.Lock:
@@ -65,30 +74,51 @@ class PartitionWork:
         marker = orjson.loads(raw_marker) if raw_marker else {}
         state = PartitionState()
         self.rt.aggregator.restore(state, deltas, marker)
-        # Until a router reports where the input partitions stand, the watermark holds.
-        state.sources.waiting_since_ms = int(time.time() * 1000)
+        if marker.get("outbox"):
+            self.outbox[p] = marker["outbox"]
+        # Until every router has reported where its input partitions stand, hold.
+        state.sources = Sources(
+            self.rt.aggregator.cfg.source_stale_ms,
+            settle_until_ms=int(time.time() * 1000) + SETTLE_MS,
+        )
         if deltas or marker:
             log.info(
-                "restored partition %d: %d deltas, applied offset %d",
+                "restored partition %d: %d deltas, applied offset %d, %d outputs to republish",
                 p,
                 len(deltas),
                 state.applied_offset,
+                len(marker.get("outbox") or ()),
             )
         return state
 
-    def write(self, p: int, key: bytes, value: bytes | None) -> None:
+    def drop(self, p: int) -> None:
+        """Forget a partition this worker no longer owns."""
+        self.rt.states.pop(p, None)
+        self.outbox.pop(p, None)
+        self.pending.pop(p, None)
+
+    async def write(self, p: int, key: bytes, value: bytes | None) -> Any:
+        """Write a changelog record of partition p; returns its delivery future.
+
+        Not faust's send_changelog: that goes through a buffer whose flush before
+        a commit gives up after a timeout, so a commit could overtake the record.
+        """
         table = self.rt.state_table
         if value is None:
             table.data.pop(key, None)
         else:
             table.data[key] = value
-        table.send_changelog(p, key, value, key_serializer="raw", value_serializer="raw")
+        return await table.changelog_topic.send(
+            key=key, value=value, partition=p, key_serializer="raw", value_serializer="raw"
+        )
 
     async def apply(self, p: int, offset: int, raw: bytes) -> None:
         rt = self.rt
         wall_ms = int(time.time() * 1000)
         rows, report = wire.decode_message(raw)
         state = self.state(p)
+        if p in self.outbox:
+            await self.send_outbox(p, state, self.outbox.pop(p))
         if rows:
             await self._apply_rows(p, state, rows, offset, wall_ms)
         if report:
@@ -103,8 +133,11 @@ class PartitionWork:
         if applied.skipped:
             return
         if applied.delta is not None:
-            self.write(p, delta_key(p, applied.delta.seq), orjson.dumps(applied.delta.to_json()))
-            self._count(applied.delta.rows, set(applied.delta.late_idx))
+            fut = await self.write(
+                p, delta_key(p, applied.delta.seq), orjson.dumps(applied.delta.to_json())
+            )
+            self.track(p, fut)
+            self._count(applied.delta.rows)
         if applied.duplicates:
             m.duplicates.inc(applied.duplicates)
         if applied.late_counted:
@@ -113,13 +146,14 @@ class PartitionWork:
             m.late.labels("dropped").inc(len(applied.too_late))
             for row in applied.too_late:
                 src = row[wire.I_SRC] if row[0] == wire.INTERACTION else row[wire.X_SRC]
-                await rt.deadletter_topic.send(
+                fut = await rt.deadletter_topic.send(
                     value=deadletter.too_late_record(wire.row_as_event(row), src)
                 )
+                self.track(p, fut)
         oldest_ms = min(r[wire.I_SRC if r[0] == wire.INTERACTION else wire.X_SRC][3] for r in rows)
         m.processing_latency.observe(max(0.0, time.time() - oldest_ms / 1000))
 
-    def _count(self, rows: list[wire.Row], late: set[int]) -> None:
+    def _count(self, rows: list[wire.Row]) -> None:
         m = self.rt.metrics
         by_kind: Counter[tuple[str, str]] = Counter()
         by_account: Counter[str] = Counter()
@@ -138,55 +172,87 @@ class PartitionWork:
             m.account_events.labels(label).inc(n)
 
     async def close(self, p: int, state: PartitionState, wall_ms: int) -> None:
-        """Publish windows that became final, then record that they were published."""
+        """Publish windows that became final (see the module docstring for the order)."""
         rt = self.rt
         records = rt.aggregator.close_windows(state, wall_ms)
         if records:
-            await self.publish(p, state, records)
-        # A delta is tombstoned only once all its windows were published, which wrote
-        # a marker before this point in the same changelog partition.
-        for seq in rt.aggregator.prune(state):
-            self.write(p, delta_key(p, seq), None)
+            outbox = self.outputs(state, records)
+            marker = rt.aggregator.marker(state)
+            # Deltas first: a window is never published ahead of the rows it counts.
+            await self.settle(p)
+            await (await self.write(p, marker_key(p), orjson.dumps({**marker, "outbox": outbox})))
+            await self.send_outbox(p, state, outbox)
+        dead = rt.aggregator.prune(state)
+        if dead:
+            # The marker carries what pruning keeps in memory (the last followers level)
+            # ahead of the tombstones that drop the deltas it came from.
+            await self.write(p, marker_key(p), orjson.dumps(rt.aggregator.marker(state)))
+            for seq in dead:
+                await self.write(p, delta_key(p, seq), None)
 
-    async def publish(self, p: int, state: PartitionState, records: list[FinalWindow]) -> None:
-        rt = self.rt
+    def track(self, p: int, fut: Any) -> None:
+        """Remember a delivery to wait for before the next close publishes anything."""
+        pending = self.pending.setdefault(p, [])
+        pending.append(fut)
+        if len(pending) > 256:  # delivered ones need no waiting
+            pending[:] = [f for f in pending if not f.done()]
+
+    async def settle(self, p: int) -> None:
+        """Wait until every changelog and dead-letter record sent for p is delivered."""
+        pending = self.pending.pop(p, [])
+        if pending:
+            await asyncio.gather(*pending)
+
+    def outputs(self, state: PartitionState, records: list[FinalWindow]) -> list[list[Any]]:
+        """The output records of closing windows: [topic kind, key, value, newest broker ms].
+        Evaluating alerts advances the cooldowns, which the same marker records."""
+        out: list[list[Any]] = []
+        rules = self.rt.settings.thresholds
+        for final in records:
+            rec = final.record
+            out.append(
+                ["window", rec["account_id"], orjson.dumps(rec).decode(), final.newest_broker_ms]
+            )
+            for alert in alerts.evaluate(rec, final.start_ms, final.end_ms, rules, state.cooldowns):
+                out.append(
+                    [
+                        "alert",
+                        rec["account_id"],
+                        orjson.dumps(alert).decode(),
+                        final.newest_broker_ms,
+                    ]
+                )
+        return out
+
+    async def send_outbox(self, p: int, state: PartitionState, outbox: list[list[Any]]) -> None:
+        rt, m = self.rt, self.rt.metrics
+        topics = {"window": rt.windows_topic, "alert": rt.alerts_topic}
         pending = []
         now = time.time()
-        for final in records:
-            rec, newest = final.record, final.newest_broker_ms
-            key = rec["account_id"].encode()
-            pending.append(await rt.windows_topic.send(key=key, value=orjson.dumps(rec)))
-            rt.metrics.windows_emitted.labels(f"{rec['size_seconds']}s").inc()
+        for kind, account, value, newest in outbox:
+            pending.append(await topics[kind].send(key=account.encode(), value=value.encode()))
+            if kind == "window":
+                m.windows_emitted.labels(f"{orjson.loads(value)['size_seconds']}s").inc()
+            else:
+                alert = orjson.loads(value)
+                m.alerts.labels(alert["type"], alert["severity"], rt.labels.label(account)).inc()
             if newest:
-                rt.metrics.output_latency.labels("window").observe(max(0.0, now - newest / 1000))
-            for alert in alerts.evaluate(
-                rec, final.start_ms, final.end_ms, rt.settings.thresholds, state.cooldowns
-            ):
-                pending.append(await rt.alerts_topic.send(key=key, value=orjson.dumps(alert)))
-                rt.metrics.alerts.labels(
-                    alert["type"], alert["severity"], rt.labels.label(alert["account_id"])
-                ).inc()
-                if newest:
-                    rt.metrics.output_latency.labels("alert").observe(max(0.0, now - newest / 1000))
+                m.output_latency.labels(kind).observe(max(0.0, now - newest / 1000))
         await asyncio.gather(*pending)
-        self.write(p, marker_key(p), orjson.dumps(rt.aggregator.marker(state)))
+        await self.write(p, marker_key(p), orjson.dumps(rt.aggregator.marker(state)))
 
     async def tick(self) -> None:
         """Idle advance and gauges, once a second."""
         rt, m = self.rt, self.rt.metrics
+        if rt.app.rebalancing or rt.app.in_recovery:
+            return  # states are rebuilt by the agent once recovery has completed
         wall_ms = int(time.time() * 1000)
-        assigned = {
-            tp.partition
-            for tp in rt.app.consumer.assignment()
-            if tp.topic == rt.events_topic.get_topic_name()
-        }
-        for p in list(rt.states):
-            if p not in assigned:
-                del rt.states[p]  # revoked: another worker owns it now
         open_windows = dedup_ids = 0
-        for p in sorted(assigned):
+        for p in sorted(rt.states):
             async with self.lock(p):
-                state = self.state(p)
+                state = rt.states.get(p)
+                if state is None:
+                    continue
                 await self.close(p, state, wall_ms)
             open_windows += len(state.windows)
             dedup_ids += len(state.dedup)
@@ -202,6 +268,13 @@ class PartitionWork:
                 with contextlib.suppress(KeyError):
                     m.account_events.remove(account)
 
+    async def on_revoked(self, revoked: set[Any]) -> None:
+        events = self.rt.events_topic.get_topic_name()
+        for tp in revoked:
+            if tp.topic == events:
+                async with self.lock(tp.partition):
+                    self.drop(tp.partition)
+
     async def _lag(self) -> None:
         consumer = self.rt.app.consumer
         sources = {*self.rt.raw_topics, self.rt.events_topic.get_topic_name()}
@@ -209,9 +282,9 @@ class PartitionWork:
             if tp.topic not in sources:
                 continue
             try:
-                position = await consumer.position(tp)
+                position = await asyncio.wait_for(consumer.position(tp), timeout=1.0)
                 high = consumer.highwater(tp)
-            except Exception:
+            except Exception:  # a gauge must never stop the tick that drives idle advance
                 continue
             if position is not None and high is not None:
                 self.rt.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
@@ -228,5 +301,9 @@ def register(rt: Runtime) -> None:
             async with work.lock(msg.partition):
                 await work.apply(msg.partition, msg.offset, msg.value)
 
+    async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        await work.on_revoked(revoked)
+
     rt.app.agent(rt.events_topic, name="engagement.aggregate")(aggregate)
     rt.app.timer(interval=1.0)(work.tick)
+    rt.app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+import mode
 from prometheus_client import CollectorRegistry
 
 from pipeline.aggregator import Aggregator, AggregatorConfig, PartitionState
@@ -61,6 +62,7 @@ def aggregator_config(s: Settings) -> AggregatorConfig:
         weights=dict(s.weights),
         rate_basis=dict(s.rate_basis_by_account),
         default_basis=s.default_rate_basis,
+        source_stale_ms=int(s.progress_stale_s * 1000),
     )
 
 
@@ -85,7 +87,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         broker_commit_interval=s.commit_interval_s,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        stream_wait_empty=False,
+        # A rebalance waits for in-flight batches to finish before partitions move.
+        stream_wait_empty=True,
+        # An exception in an agent stops the worker, which restarts from durable
+        # state, instead of restarting the agent with half-applied in-memory state.
+        agent_supervisor=mode.CrashingSupervisor,
     )
     registry = registry if registry is not None else CollectorRegistry()
 

@@ -25,9 +25,8 @@ from pipeline.watermark import Watermark, WatermarkState
 from pipeline.windows import rfc3339
 
 WindowKey = tuple[str, str, int, int]  # account_id, channel, size_ms, start_ms
-# An input partition's progress report counts for this long; routers report
-# several times a second.
-SOURCE_STALE_MS = 10_000
+# Default for how long an input partition's last progress report counts.
+SOURCE_STALE_MS = 40_000
 
 
 @dataclass(slots=True)
@@ -111,15 +110,19 @@ class AggregatorConfig:
     weights: Mapping[str, float]
     rate_basis: Mapping[str, str]
     default_basis: str = "followers"
+    source_stale_ms: int = SOURCE_STALE_MS
 
 
 def dedup_id(row: wire.Row) -> str:
-    """An interaction is identified by its event_id. A snapshot has no id, but one
-    account, channel and post reports at most once per instant, so a redelivered
-    snapshot (same key, same ts) is recognised and its counts are not added twice."""
+    """An interaction is identified by its channel and event_id (ids are unique per
+    platform). A snapshot has no id, but one account, channel and post reports at
+    most once per instant, so a redelivered snapshot is recognised too. A channel
+    never starts with the snapshot marker, so the two kinds of id cannot collide."""
     if row[0] == wire.INTERACTION:
-        return str(row[wire.I_ID])
-    return f"\x00x|{row[wire.X_ACCOUNT]}|{row[wire.X_CHANNEL]}|{row[wire.X_POST]}|{row[wire.X_TS]}"
+        return f"{row[wire.I_CHANNEL]}\x1f{row[wire.I_ID]}"
+    post = row[wire.X_POST]
+    post_part = "" if post is None else f"p{post}"
+    return f"\x1e{row[wire.X_ACCOUNT]}\x1f{row[wire.X_CHANNEL]}\x1f{post_part}\x1f{row[wire.X_TS]}"
 
 
 class Aggregator:
@@ -127,10 +130,12 @@ class Aggregator:
         self.cfg = cfg
 
     def watermark(self, state: PartitionState, wall_ms: int) -> Watermark:
-        """The partition's watermark, held back by input partitions with a backlog."""
-        hold, backlog = state.sources.hold(wall_ms)
-        state.watermark.hold_ms, state.watermark.backlog = hold, backlog
-        return Watermark(self.cfg.lateness_ms, self.cfg.idle_after_ms, state.watermark)
+        """The partition's watermark: from input-partition progress where known."""
+        cfg = self.cfg
+        state.watermark.source_ms = state.sources.watermark(
+            wall_ms, cfg.lateness_ms, cfg.idle_after_ms
+        )
+        return Watermark(cfg.lateness_ms, cfg.idle_after_ms, state.watermark)
 
     def apply_progress(
         self, state: PartitionState, report: Mapping[str, list[int | None]], wall_ms: int

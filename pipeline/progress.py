@@ -1,13 +1,24 @@
 """Progress of the input partitions that feed one internal partition.
 
 After repartitioning, an internal partition mixes events from many input
-partitions, which are read at different speeds while the worker catches up
-(after downtime, or in a replay). A watermark taken from the newest event alone
-would run ahead of a slower input partition and turn its events into late ones.
-So the router reports, for each input partition it reads, the newest event time
-it forwarded and how many messages it still has to read (its lag); the
-watermark may not pass an input partition that still has a backlog, and idle
-advance waits until every input partition has caught up.
+partitions, read at different speeds while the worker catches up (after
+downtime, or in a replay). A watermark taken from the newest event alone would
+run ahead of a slower input partition and turn its events into late ones.
+
+So every router reports, for each input partition it reads, the newest event
+time it forwarded and how many messages it still has to read (its lag), and an
+internal partition's watermark is the minimum over input partitions of their
+own watermarks (like Flink's watermark alignment across input channels):
+
+- an input partition's watermark is its newest event time minus the allowed
+  lateness;
+- one that has caught up (lag 0) and has had no newer event for `idle_after`
+  advances by the wall time since its last newer event, so quiet accounts
+  still close, relative to the last event and never to "now";
+- one with a backlog but no event seen yet blocks the watermark;
+- one whose router stopped reporting (killed, or lost the partition in a
+  rebalance) holds at its last position without idle advance until it is
+  reported again by its new owner, or for at most `stale_ms`.
 """
 
 from __future__ import annotations
@@ -17,50 +28,60 @@ from dataclasses import dataclass, field
 
 from pipeline.watermark import BLOCKED
 
+KEEPALIVE_MS = 2_000  # a router re-sends an unchanged report this often
+TRUSTED_MS = 3 * KEEPALIVE_MS  # a report this recent may idle-advance
+SETTLE_MS = 2 * KEEPALIVE_MS + 1_000  # after a restart, wait to hear from every router
+
 
 @dataclass(slots=True)
 class SourceReport:
     max_ts_ms: int | None  # newest event time forwarded from that input partition
     lag: int | None  # messages still to read there; None when unknown
-    wall_ms: int  # when the report arrived
+    wall_ms: int  # when the last report arrived
+    advanced_wall_ms: int  # when max_ts_ms last increased
 
 
 @dataclass(slots=True)
 class Sources:
-    """Reports older than `stale_ms` are ignored: their router stopped, or lost the
-    input partition in a rebalance and its new owner reports it afresh."""
-
     stale_ms: int
     reports: dict[str, SourceReport] = field(default_factory=dict)
-    # Set when a worker (re)starts: until the first report arrives, nothing is
-    # known about backlogs, so the watermark holds (for at most stale_ms).
-    waiting_since_ms: int | None = None
+    # After a (re)start nothing is known about other routers' input partitions:
+    # the watermark holds until then.
+    settle_until_ms: int | None = None
 
     def update(self, report: Mapping[str, list[int | None]], wall_ms: int) -> None:
         for source, (max_ts, lag) in report.items():
             prev = self.reports.get(source)
-            if max_ts is None and prev is not None:
-                max_ts = prev.max_ts_ms
-            elif prev is not None and prev.max_ts_ms is not None and max_ts is not None:
-                max_ts = max(max_ts, prev.max_ts_ms)
-            self.reports[source] = SourceReport(max_ts, lag, wall_ms)
-        self.waiting_since_ms = None
+            advanced = wall_ms
+            if prev is not None:
+                advanced = prev.advanced_wall_ms
+                if prev.max_ts_ms is not None and (max_ts is None or max_ts <= prev.max_ts_ms):
+                    max_ts = prev.max_ts_ms  # never backwards (a restarted router, a late report)
+                elif max_ts is not None:
+                    advanced = wall_ms
+            self.reports[source] = SourceReport(max_ts, lag, wall_ms, advanced)
 
-    def hold(self, wall_ms: int) -> tuple[int | None, bool]:
-        """(bound on the event time the watermark may reach, whether any input
-        partition still has a backlog). A bound of None means no bound."""
-        if self.waiting_since_ms is not None and wall_ms - self.waiting_since_ms < self.stale_ms:
-            return BLOCKED, True
-        bound: int | None = None
-        backlog = False
+    def watermark(self, wall_ms: int, lateness_ms: int, idle_after_ms: int) -> int | None:
+        """The watermark the input partitions allow; None when none is known (the
+        caller then falls back to the partition's own events); BLOCKED to hold."""
+        if self.settle_until_ms is not None:
+            if wall_ms < self.settle_until_ms:
+                return BLOCKED
+            self.settle_until_ms = None
+        wm: int | None = None
         for source, r in list(self.reports.items()):
-            if wall_ms - r.wall_ms > self.stale_ms:
+            age = wall_ms - r.wall_ms
+            if age > self.stale_ms:
                 del self.reports[source]
                 continue
-            if r.lag == 0:
-                continue
-            backlog = True
-            ts = BLOCKED if r.max_ts_ms is None else r.max_ts_ms
-            if bound is None or ts < bound:
-                bound = ts
-        return bound, backlog
+            if r.max_ts_ms is None:
+                if r.lag == 0:
+                    continue  # nothing valid read yet, and nothing pending
+                return BLOCKED
+            w = r.max_ts_ms - lateness_ms
+            idle_ms = wall_ms - r.advanced_wall_ms
+            if r.lag == 0 and age <= TRUSTED_MS and idle_ms >= idle_after_ms:
+                w += idle_ms
+            if wm is None or w < wm:
+                wm = w
+        return wm

@@ -70,6 +70,9 @@ class Settings:
     batch_within_s: float = 0.05
     # How often the router reports input-partition progress to the aggregator
     progress_interval_s: float = 0.2
+    # How long an input partition's last progress report holds the watermark after
+    # its router stops reporting: longer than a rebalance after a worker dies.
+    progress_stale_s: float = 40.0
     weights: Mapping[str, float] = field(
         default_factory=lambda: {
             "like": 1.0,
@@ -87,7 +90,9 @@ class Settings:
     dedup_horizon_s: int = 600
     dedup_max_ids: int = 2_000_000
     max_message_bytes: int = 65536
-    max_future_s: int = 86400
+    # Events further ahead of the wall clock are rejected (future_ts): one bad clock
+    # must not move a watermark, and so close windows, ahead of real time.
+    max_future_s: int = 300
     thresholds: tuple[ThresholdRule, ...] = ()
 
     @property
@@ -143,6 +148,7 @@ _TOML_FIELDS: dict[str, str] = {
     "ingest.batch_max": "batch_max",
     "ingest.batch_within_s": "batch_within_s",
     "ingest.progress_interval_s": "progress_interval_s",
+    "ingest.progress_stale_s": "progress_stale_s",
     "rates.default_basis": "default_rate_basis",
     "metrics.accounts": "metrics_accounts",
     "metrics.top_accounts": "metrics_top_accounts",
@@ -286,6 +292,14 @@ def _validate(s: Settings, problems: list[tuple[str, str]]) -> None:
             problems.append((f"alerts.thresholds.{rule.name}.window_s", "not a configured size"))
     if s.progress_interval_s <= 0:
         problems.append(("ingest.progress_interval_s", "must be > 0"))
+    if s.batch_within_s <= 0:
+        problems.append(("ingest.batch_within_s", "must be > 0"))
+    if s.progress_stale_s < s.session_timeout_s + s.rebalance_timeout_s:
+        problems.append(
+            ("ingest.progress_stale_s", "must cover session_timeout_s + rebalance_timeout_s")
+        )
+    if not 0 < s.max_future_s <= 86400:
+        problems.append(("limits.max_future_s", "must be in 1..86400"))
     if s.batch_max < 1:
         problems.append(("ingest.batch_max", "must be >= 1"))
     if s.metrics_top_accounts < 0:

@@ -14,11 +14,9 @@ class WatermarkState:
     # after an idle advance overtook the events that followed it.
     floor_ms: int | None = None
     last_event_wall_ms: int | None = None
-    # Set from input-partition progress before each use (not persisted): the
-    # watermark may not pass hold_ms minus lateness, and does not idle-advance
-    # while an input partition has a backlog.
-    hold_ms: int | None = None
-    backlog: bool = False
+    # Set from input-partition progress before each use (not persisted): when
+    # known, it replaces the watermark of this partition's own events.
+    source_ms: int | None = None
 
 
 class Watermark:
@@ -49,15 +47,18 @@ class Watermark:
 
     def current(self, wall_ms: int) -> int | None:
         s = self.state
-        if s.max_event_ms is None or s.hold_ms == BLOCKED:
+        if s.source_ms == BLOCKED:
             return s.floor_ms
-        wm = s.max_event_ms - self.lateness_ms
-        if s.last_event_wall_ms is not None and not s.backlog:
-            idle_ms = wall_ms - s.last_event_wall_ms
-            if idle_ms >= self.idle_after_ms:
-                wm += idle_ms
-        if s.hold_ms is not None and s.hold_ms - self.lateness_ms < wm:
-            wm = s.hold_ms - self.lateness_ms
+        if s.source_ms is not None:
+            wm = s.source_ms
+        elif s.max_event_ms is None:
+            return s.floor_ms
+        else:
+            wm = s.max_event_ms - self.lateness_ms
+            if s.last_event_wall_ms is not None:
+                idle_ms = wall_ms - s.last_event_wall_ms
+                if idle_ms >= self.idle_after_ms:
+                    wm += idle_ms
         if s.floor_ms is not None and s.floor_ms > wm:
             return s.floor_ms
         return wm

@@ -1,101 +1,135 @@
-"""Input-partition progress: the watermark never overtakes a partition with a backlog."""
+"""Input-partition progress: the watermark is the minimum over input partitions, so
+it never overtakes one that is behind, and quiet accounts still close."""
 
 from __future__ import annotations
 
 from pipeline.aggregator import Aggregator, PartitionState
-from pipeline.progress import Sources
+from pipeline.progress import TRUSTED_MS, Sources
 from pipeline.watermark import BLOCKED, Watermark, WatermarkState
 from tests.unit.test_aggregator import BASE, MIN, SEC, WALL, cfg, ia
 
-STALE = 10_000
+STALE = 40_000
+LATE = 10 * SEC
+IDLE = 5 * SEC
 
 
-def test_no_reports_means_no_hold() -> None:
-    assert Sources(STALE).hold(WALL) == (None, False)
+def wm(s: Sources, wall: int = WALL) -> int | None:
+    return s.watermark(wall, LATE, IDLE)
 
 
-def test_caught_up_partitions_do_not_hold() -> None:
-    s = Sources(STALE)
-    s.update({"social.likes:0": [BASE, 0], "social.likes:1": [BASE + MIN, 0]}, WALL)
-    assert s.hold(WALL) == (None, False)
+def test_no_reports_means_no_source_watermark() -> None:
+    assert wm(Sources(STALE)) is None
 
 
-def test_hold_is_the_slowest_partition_with_a_backlog() -> None:
+def test_minimum_over_input_partitions_minus_lateness() -> None:
     s = Sources(STALE)
     s.update(
-        {
-            "social.likes:0": [BASE + 5 * MIN, 10],
-            "social.likes:1": [BASE + MIN, 3],
-            "social.likes:2": [BASE, 0],
-        },
-        WALL,
+        {"likes:0": [BASE + 5 * MIN, 10], "likes:1": [BASE + MIN, 3], "likes:2": [BASE, 0]}, WALL
     )
-    assert s.hold(WALL) == (BASE + MIN, True)
+    assert wm(s) == BASE - LATE
+
+
+def test_a_caught_up_quiet_partition_idle_advances_by_wall_time_since_its_last_event() -> None:
+    s = Sources(STALE)
+    s.update({"likes:0": [BASE, 0]}, WALL)
+    assert wm(s, WALL + IDLE - 1) == BASE - LATE  # not yet idle
+    s.update({"likes:0": [BASE, 0]}, WALL + 4 * SEC)  # keepalive: same position
+    assert wm(s, WALL + 6 * SEC) == BASE - LATE + 6 * SEC  # relative to the last event
+    s.update({"likes:0": [BASE + 2 * SEC, 0]}, WALL + 7 * SEC)  # a newer event
+    assert wm(s, WALL + 7 * SEC) == BASE + 2 * SEC - LATE
+
+
+def test_a_partition_with_a_backlog_never_idle_advances() -> None:
+    s = Sources(STALE)
+    s.update({"likes:0": [BASE, 5]}, WALL)
+    s.update({"likes:0": [BASE, 5]}, WALL + 10 * SEC)
+    assert wm(s, WALL + 10 * SEC) == BASE - LATE
+
+
+def test_busy_partitions_advance_a_quiet_accounts_watermark() -> None:
+    """Quiet accounts close as soon as the input as a whole has moved on."""
+    agg = Aggregator(cfg(lateness_ms=0, grace_ms=0))
+    st = PartitionState()
+    agg.apply_batch(st, [ia("quiet", BASE + SEC, account="quiet")], 0, WALL)
+    agg.apply_progress(st, {"likes:0": [BASE + 3 * MIN, 2], "likes:1": [BASE + 2 * MIN, 7]}, WALL)
+    closed = agg.close_windows(st, WALL)
+    assert [(fw.record["account_id"], fw.start_ms) for fw in closed] == [("quiet", BASE)]
 
 
 def test_a_backlog_with_no_event_seen_yet_blocks() -> None:
     s = Sources(STALE)
-    s.update({"social.likes:0": [BASE, 0], "social.dms:3": [None, 7]}, WALL)
-    assert s.hold(WALL) == (BLOCKED, True)
+    s.update({"likes:0": [BASE, 0], "dms:3": [None, 7]}, WALL)
+    assert wm(s) == BLOCKED
 
 
-def test_unknown_lag_counts_as_a_backlog() -> None:
+def test_an_empty_input_partition_does_not_hold() -> None:
     s = Sources(STALE)
-    s.update({"social.likes:0": [BASE, None]}, WALL)
-    assert s.hold(WALL) == (BASE, True)
+    s.update({"likes:0": [BASE, 0], "dms:3": [None, 0]}, WALL)
+    assert wm(s) == BASE - LATE
 
 
-def test_stale_reports_expire() -> None:
+def test_unknown_lag_holds_without_idle_advance() -> None:
     s = Sources(STALE)
-    s.update({"social.likes:0": [BASE, 5]}, WALL)
-    assert s.hold(WALL + STALE) == (BASE, True)
-    assert s.hold(WALL + STALE + 1) == (None, False)
-    assert s.reports == {}
+    s.update({"likes:0": [BASE, None]}, WALL)
+    s.update({"likes:0": [BASE, None]}, WALL + 30 * SEC)
+    assert wm(s, WALL + 30 * SEC) == BASE - LATE
 
 
-def test_newest_event_time_never_moves_back_and_survives_a_report_without_one() -> None:
+def test_a_router_that_stopped_reporting_holds_without_idle_advance_then_expires() -> None:
+    s = Sources(STALE)
+    s.update({"likes:0": [BASE, 0], "likes:1": [BASE + MIN, 0]}, WALL)
+    s.update({"likes:1": [BASE + MIN, 0]}, WALL + 20 * SEC)  # likes:0's router is gone
+    # likes:0 is no longer trusted to be idle: it holds at its last event
+    assert wm(s, WALL + TRUSTED_MS + 1) == BASE - LATE
+    assert wm(s, WALL + STALE) == BASE - LATE
+    # after stale_ms it no longer counts; likes:1 is quiet but still reported, so it
+    # idle-advances from its last event
+    s.update({"likes:1": [BASE + MIN, 0]}, WALL + STALE)
+    assert wm(s, WALL + STALE + 1) == BASE + MIN - LATE + STALE + 1
+    assert "likes:0" not in s.reports
+
+
+def test_newest_event_time_never_moves_back() -> None:
     s = Sources(STALE)
     s.update({"a:0": [BASE + MIN, 4]}, WALL)
     s.update({"a:0": [BASE, 4]}, WALL + 1)  # an older report arriving late
-    assert s.hold(WALL + 1) == (BASE + MIN, True)
+    assert wm(s, WALL + 1) == BASE + MIN - LATE
     s.update({"a:0": [None, 2]}, WALL + 2)  # a restarted router that has not read yet
-    assert s.hold(WALL + 2) == (BASE + MIN, True)
+    assert wm(s, WALL + 2) == BASE + MIN - LATE
 
 
-def test_waiting_for_the_first_report_blocks_for_at_most_the_stale_time() -> None:
-    s = Sources(STALE, waiting_since_ms=WALL)
-    assert s.hold(WALL + 1) == (BLOCKED, True)
-    assert s.hold(WALL + STALE) == (None, False)
-    s2 = Sources(STALE, waiting_since_ms=WALL)
-    s2.update({"a:0": [BASE, 0]}, WALL + 5)
-    assert s2.hold(WALL + 6) == (None, False)
+def test_after_a_restart_the_watermark_holds_until_routers_have_reported() -> None:
+    s = Sources(STALE, settle_until_ms=WALL + 5 * SEC)
+    s.update({"a:0": [BASE, 0]}, WALL + 1)
+    assert wm(s, WALL + 1) == BLOCKED
+    assert wm(s, WALL + 5 * SEC) == BASE - LATE
 
 
-def test_watermark_respects_hold_and_skips_idle_advance_during_backlog() -> None:
-    lateness = 10 * SEC
+def test_watermark_uses_the_source_watermark_when_known_and_never_moves_back() -> None:
     state = WatermarkState()
-    wm = Watermark(lateness, idle_after_ms=5 * SEC, state=state)
-    state.hold_ms, state.backlog = BASE + 2 * MIN, True
-    wm.observe(BASE + 10 * MIN, WALL)
-    assert wm.current(WALL) == BASE + 2 * MIN - lateness
-    assert wm.current(WALL + 60 * SEC) == BASE + 2 * MIN - lateness  # no idle advance
-    state.hold_ms, state.backlog = None, False
-    assert wm.current(WALL) == BASE + 10 * MIN - lateness
-    assert wm.current(WALL + 60 * SEC) == BASE + 10 * MIN - lateness + 60 * SEC
-    state.hold_ms = BLOCKED
-    assert wm.current(WALL) == state.floor_ms
+    w = Watermark(LATE, IDLE, state)
+    w.observe(BASE + 10 * MIN, WALL)
+    assert w.current(WALL) == BASE + 10 * MIN - LATE
+    state.source_ms = BASE + 20 * MIN
+    assert w.advance(WALL) == BASE + 20 * MIN
+    state.source_ms = BASE  # lower than the floor: the floor wins
+    assert w.current(WALL) == BASE + 20 * MIN
+    state.source_ms = BLOCKED
+    assert w.current(WALL) == BASE + 20 * MIN
 
 
 def test_a_fast_partition_cannot_make_a_slow_ones_events_too_late() -> None:
-    """The replay scenario that motivated input progress: partition 0 is read ahead."""
+    """The replay scenario: input partition 0 is read far ahead of partition 1."""
     agg = Aggregator(cfg(lateness_ms=0, grace_ms=0))
     st = PartitionState()
-    agg.apply_progress(st, {"likes:0": [BASE + 30 * MIN, 0], "likes:1": [BASE, 500]}, WALL)
+    agg.apply_progress(st, {"likes:0": [BASE, 0], "likes:1": [BASE, 500]}, WALL)
     agg.apply_batch(st, [ia("fast", BASE + 30 * MIN)], 0, WALL)
+    agg.apply_progress(st, {"likes:0": [BASE + 30 * MIN, 0], "likes:1": [BASE, 500]}, WALL)
     assert agg.close_windows(st, WALL) == []  # held at partition 1's position
     slow = agg.apply_batch(st, [ia("slow", BASE + 30 * SEC)], 1, WALL)
     assert slow.too_late == [] and slow.delta is not None
-    agg.apply_progress(st, {"likes:1": [BASE + 30 * SEC, 0]}, WALL)  # partition 1 caught up
+    # partition 1 caught up (its later events went to other internal partitions)
+    agg.apply_progress(st, {"likes:1": [BASE + 2 * MIN, 0]}, WALL)
     closed = agg.close_windows(st, WALL)
     first = [fw for fw in closed if fw.start_ms == BASE and fw.end_ms == BASE + MIN]
     assert len(first) == 1 and first[0].record["counts"]["like"] == 1

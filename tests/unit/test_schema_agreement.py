@@ -9,6 +9,7 @@ are outside what a JSON Schema can see.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -348,6 +349,7 @@ def window() -> dict[str, Any]:
 
 
 def deadletter() -> dict[str, Any]:
+    value = b'{"event_id": "e-1", "kind": "li'
     return {
         "schema_version": 1,
         "reason": "not_json",
@@ -356,9 +358,17 @@ def deadletter() -> dict[str, Any]:
         "partition": 3,
         "offset": 1042,
         "key_b64": base64.b64encode(b"brand-1").decode(),
-        "value_b64": base64.b64encode(b'{"event_id": "e-1", "kind": "li').decode(),
+        "key_truncated": False,
+        "value_b64": base64.b64encode(value).decode(),
+        "value_truncated": False,
+        "value_sha256": hashlib.sha256(value).hexdigest(),
+        "value_size": len(value),
+        "redacted": [],
         "received_at": "2024-05-01T12:00:03.001Z",
     }
+
+
+DEADLETTER_NO_VALUE = {"value_b64": None, "value_sha256": None, "value_size": None}
 
 
 OUTPUT_CASES: list[tuple[str, str, dict[str, Any], bool]] = [
@@ -412,8 +422,44 @@ OUTPUT_CASES: list[tuple[str, str, dict[str, Any], bool]] = [
     (
         "deadletter_no_key_value",
         "deadletter.v1.json",
-        {**deadletter(), "key_b64": None, "value_b64": None},
+        {**deadletter(), "key_b64": None, **DEADLETTER_NO_VALUE},
         True,
+    ),
+    (
+        "deadletter_redacted_truncated",
+        "deadletter.v1.json",
+        {**deadletter(), "redacted": ["text"], "value_truncated": True, "key_truncated": True},
+        True,
+    ),
+    (
+        "deadletter_null_value_with_hash",
+        "deadletter.v1.json",
+        {**deadletter(), "value_b64": None},
+        False,
+    ),
+    (
+        "deadletter_null_value_redacted",
+        "deadletter.v1.json",
+        {**deadletter(), **DEADLETTER_NO_VALUE, "redacted": ["text"]},
+        False,
+    ),
+    (
+        "deadletter_value_without_hash",
+        "deadletter.v1.json",
+        {**deadletter(), "value_sha256": None, "value_size": None},
+        False,
+    ),
+    (
+        "deadletter_uppercase_hash",
+        "deadletter.v1.json",
+        {**deadletter(), "value_sha256": deadletter()["value_sha256"].upper()},
+        False,
+    ),
+    (
+        "deadletter_no_redacted",
+        "deadletter.v1.json",
+        {k: v for k, v in deadletter().items() if k != "redacted"},
+        False,
     ),
     (
         "deadletter_raw_text",
@@ -442,6 +488,11 @@ def test_output_records(name: str, schema: str, record: dict[str, Any], ok: bool
 
 def test_deadletter_keeps_bytes() -> None:
     raw = b"\xff\x00 anything"
-    record = {**deadletter(), "value_b64": base64.b64encode(raw).decode()}
+    record = {
+        **deadletter(),
+        "value_b64": base64.b64encode(raw).decode(),
+        "value_sha256": hashlib.sha256(raw).hexdigest(),
+        "value_size": len(raw),
+    }
     assert not list(validator("deadletter.v1.json").iter_errors(record))
     assert base64.b64decode(record["value_b64"]) == raw
