@@ -13,6 +13,7 @@ partition, so watermarks never overtake an input partition that is behind.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import zlib
 from collections import Counter
@@ -20,12 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline import deadletter, wire
 from pipeline.events import Interaction, Invalid
+from pipeline.progress import KEEPALIVE_MS
 from pipeline.validation import validate
 
 if TYPE_CHECKING:
     from agents.app import Runtime
 
-KEEPALIVE_S = 2.0  # resend an unchanged progress report this often
+MAX_BATCH_BYTES = 512 * 1024  # keep forwarded messages well below the broker's limit
 
 
 def partition_for(account_id: str, partitions: int) -> int:
@@ -49,12 +51,17 @@ class Progress:
             if tp.topic not in raw_topics:
                 continue
             high = consumer.highwater(tp)
-            nxt = self.next_offset.get(tp)
-            if nxt is None:
-                nxt = committed.get(tp) or 0
+            # After a rebalance the committed offset may be ahead of what this router
+            # last processed there.
+            nxt = max(self.next_offset.get(tp) or 0, committed.get(tp) or 0)
             lag = None if high is None or high < 0 else max(0, high - nxt)
             out[f"{tp.topic}:{tp.partition}"] = [self.max_ts.get(tp), lag]
         return out
+
+    def forget(self, tps: Any) -> None:
+        for tp in tps:
+            self.max_ts.pop(tp, None)
+            self.next_offset.pop(tp, None)
 
 
 def register(rt: Runtime) -> None:
@@ -68,7 +75,9 @@ def register(rt: Runtime) -> None:
 
     async def route(stream: Any) -> None:
         async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
-            batches: dict[int, list[wire.Row]] = {}
+            batches: dict[int, list[list[wire.Row]]] = {}
+            sizes: dict[int, int] = {}
+            pending = []
             rejected: Counter[str] = Counter()
             newest: dict[Any, int] = {}
             next_offset: dict[Any, int] = {}
@@ -88,19 +97,32 @@ def register(rt: Runtime) -> None:
                     else:
                         row = wire.exposure_row(result, src)
                     p = partition_for(result.account_id, parts)
-                    batches.setdefault(p, []).append(row)
+                    chunks = batches.setdefault(p, [[]])
+                    size = sizes.get(p, 0) + len(msg.value)
+                    if size > MAX_BATCH_BYTES and chunks[-1]:
+                        chunks.append([])
+                        size = len(msg.value)
+                    sizes[p] = size
+                    chunks[-1].append(row)
                     if result.ts_ms > newest.get(msg.tp, -1):
                         newest[msg.tp] = result.ts_ms
                     continue
                 rejected[result.reason] += 1
-                await rt.deadletter_topic.send(
+                fut = await rt.deadletter_topic.send(
                     key=msg.key,
                     value=deadletter.record(
                         result, msg.topic, msg.partition, msg.offset, msg.key, msg.value
                     ),
                 )
-            for p, rows in batches.items():
-                await rt.events_topic.send(partition=p, value=wire.encode_batch(rows))
+                pending.append(fut)
+            for p, chunks in batches.items():
+                for rows in chunks:
+                    pending.append(
+                        await rt.events_topic.send(partition=p, value=wire.encode_batch(rows))
+                    )
+            # Delivered before the batch is acked: a send that fails stops the worker
+            # (and the batch is read again) instead of being committed past.
+            await asyncio.gather(*pending)
             # Only now, with the batch handed to the producer ahead of any later
             # report, may the progress it carries be reported.
             for tp, ts in newest.items():
@@ -114,7 +136,7 @@ def register(rt: Runtime) -> None:
         report = progress.report(rt.app.consumer, families)
         now = time.monotonic()
         if not report or (
-            report == progress.last_report and now - progress.last_sent < KEEPALIVE_S
+            report == progress.last_report and now - progress.last_sent < KEEPALIVE_MS / 1000
         ):
             return
         progress.last_report, progress.last_sent = report, now
@@ -122,5 +144,9 @@ def register(rt: Runtime) -> None:
         for p in range(parts):
             await rt.events_topic.send(partition=p, value=value)
 
+    async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        progress.forget(revoked)
+
     rt.app.agent(topics, name="engagement.router")(route)
+    rt.app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
     rt.app.timer(interval=s.progress_interval_s)(report_progress)

@@ -133,6 +133,7 @@ class Env:
         self.tmp = tmp
         self.prefix = f"t{uuid.uuid4().hex[:10]}."
         self.partitions = 4
+        self.raw_partitions = 4
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
         self.workers: list[Worker] = []
 
@@ -143,11 +144,15 @@ class Env:
         """Create this test's topics; input topics may have their own partition count,
         as producers' topics often do."""
         raw = [self.topic(f"social.{r}") for r in RAW]
-        ensure_topics(self.bootstrap, raw, raw_partitions or self.partitions)
+        self.raw_partitions = raw_partitions or self.partitions
+        ensure_topics(self.bootstrap, raw, self.raw_partitions)
         ensure_topics(self.bootstrap, [self.topic(n) for n in OUTPUTS], self.partitions)
 
-    def fresh_topics(self, raw_partitions: int) -> None:
+    def fresh_topics(self, raw_partitions: int, partitions: int | None = None) -> None:
+        """A new topic set: input topics with `raw_partitions`, the others with
+        `partitions` (default: unchanged)."""
         self.prefix = f"t{uuid.uuid4().hex[:10]}."
+        self.partitions = partitions or self.partitions
         self.create_topics(raw_partitions)
 
     def worker(self, config: str = "", app_id: str | None = None, **env: str) -> Worker:
@@ -216,6 +221,22 @@ class Env:
 
         wait_for(check, timeout_s, f"records on {name}", worker)
         return box[0]
+
+    def close_all(self, at_ms: int) -> None:
+        """One event at `at_ms` on every partition of every input topic (channel
+        "closer", account "closer"): the watermark moves past everything before it."""
+        for raw in RAW:
+            for p in range(self.raw_partitions):
+                if raw == "exposure":
+                    value: dict[str, Any] = {"followers": 1, "post_id": f"closer-{p}"}
+                else:
+                    value = {
+                        "event_id": f"closer-{raw}-{p}-{at_ms}",
+                        "kind": "like",
+                        "post_id": "closer",
+                    }
+                value.update(account_id="closer", channel="closer", ts=at_ms)
+                self.send(raw, value, key=b"closer", partition=p)
 
     def committed(self, group: str, topic_prefix: str) -> int:
         """Sum of the group's committed offsets on this test's topics starting with

@@ -4,10 +4,12 @@ valid traffic still counted exactly."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 from collections import Counter
 from typing import Any
 
+import orjson
 import pytest
 
 from pipeline.samples import MALFORMED, MALFORMED_EXPOSURE
@@ -53,7 +55,7 @@ def test_every_malformed_message_is_dead_lettered_once(env: Env) -> None:
     for _, reason, raw in MALFORMED_EXPOSURE:
         p, o = env.send("exposure", raw, key=b"acme")
         sent[(env.topic("social.exposure"), p, o)] = (reason, raw)
-    env.send("likes", like(10_000, BASE_MS + 3_600_000))  # closes the valid windows
+    env.close_all(BASE_MS + 3_600_000)  # closes the valid windows
 
     dead = env.wait_records(
         "engagement.deadletter", lambda rs: len(rs) >= len(sent), timeout_s=60, worker=worker
@@ -63,8 +65,18 @@ def test_every_malformed_message_is_dead_lettered_once(env: Env) -> None:
     assert set(got) == set(sent)
     for where, (reason, raw) in sent.items():
         assert got[where]["reason"] == reason, where
-        assert base64.b64decode(got[where]["value_b64"] or "") == raw
-        assert "PRIVATE-SENTINEL" not in got[where]["detail"]
+        d = got[where]
+        # the original is identified exactly, and kept unless it held text
+        assert (d["value_sha256"], d["value_size"]) == (hashlib.sha256(raw).hexdigest(), len(raw))
+        embedded = base64.b64decode(d["value_b64"] or "")
+        if d["redacted"]:
+            assert d["redacted"] == ["text"] and "text" not in orjson.loads(embedded)
+        elif d["value_truncated"]:
+            assert raw.startswith(embedded)
+        else:
+            assert embedded == raw
+        assert "PRIVATE-SENTINEL" not in d["detail"]
+    assert any(d["redacted"] for d in dead), "the corpus holds parseable messages with text"
     by_reason = Counter(reason for reason, _ in sent.values())
     wait_for(
         lambda: worker.metric("engagement_invalid_events_total", reason=next(iter(by_reason))) > 0,
@@ -113,7 +125,7 @@ def test_late_events_are_counted_and_too_late_ones_dead_lettered(env: Env) -> No
 
 def test_idle_advance_closes_quiet_windows_without_jumping_to_now(env: Env) -> None:
     """Year-old data: idle advance moves by wall time since the last event, not to now."""
-    env.partitions = 1
+    env.fresh_topics(raw_partitions=1, partitions=1)
     worker = env.worker(
         CONFIG.replace("idle_after_s = 3600", "idle_after_s = 1"), ENGAGEMENT_PARTITIONS="1"
     ).start()
