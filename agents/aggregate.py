@@ -26,6 +26,7 @@ import orjson
 
 from pipeline import alerts, deadletter, wire
 from pipeline.aggregator import Delta, FinalWindow, PartitionState
+from pipeline.labels import OTHER
 from pipeline.progress import SETTLE_MS, Sources
 
 if TYPE_CHECKING:
@@ -161,8 +162,9 @@ class PartitionWork:
             if row[0] == wire.INTERACTION:
                 by_kind[(row[wire.I_KIND], row[wire.I_CHANNEL])] += 1
                 by_account[row[wire.I_ACCOUNT]] += 1
+        channels = self.rt.settings.metrics_channels
         for (kind, channel), n in by_kind.items():
-            m.events.labels(kind, channel).inc(n)
+            m.events.labels(kind, channel if channel in channels else OTHER).inc(n)
         labels = self.rt.labels
         labels.observe(by_account)
         per_label: Counter[str] = Counter()

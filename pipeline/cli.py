@@ -40,7 +40,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from pipeline.topics import ensure_topics
 
     names = [*RAW_TOPICS, EVENTS_TOPIC, WINDOWS_TOPIC, ALERTS_TOPIC, DEADLETTER_TOPIC]
-    ensure_topics(s.bootstrap_servers, [s.topic(n) for n in names], s.partitions)
+    ensure_topics(
+        s.bootstrap_servers,
+        [s.topic(n) for n in names],
+        s.partitions,
+        exact=[s.topic(EVENTS_TOPIC)],
+    )
     from agents.worker import run
 
     return run(s, loglevel=args.loglevel)

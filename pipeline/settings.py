@@ -86,6 +86,17 @@ class Settings:
     default_rate_basis: str = "followers"
     rate_basis_by_account: Mapping[str, str] = field(default_factory=dict)
     metrics_accounts: tuple[str, ...] = ()
+    # Channels with their own metric label; any other channel is reported as "other".
+    metrics_channels: tuple[str, ...] = (
+        "instagram",
+        "facebook",
+        "x",
+        "linkedin",
+        "tiktok",
+        "youtube",
+        "threads",
+        "reddit",
+    )
     metrics_top_accounts: int = 20
     dedup_horizon_s: int = 600
     dedup_max_ids: int = 2_000_000
@@ -151,6 +162,7 @@ _TOML_FIELDS: dict[str, str] = {
     "ingest.progress_stale_s": "progress_stale_s",
     "rates.default_basis": "default_rate_basis",
     "metrics.accounts": "metrics_accounts",
+    "metrics.channels": "metrics_channels",
     "metrics.top_accounts": "metrics_top_accounts",
     "dedup.horizon_s": "dedup_horizon_s",
     "dedup.max_ids_per_partition": "dedup_max_ids",

@@ -15,8 +15,15 @@ from pipeline.broker import BrokerError
 
 
 def ensure_topics(
-    bootstrap: str, names: Iterable[str], partitions: int, timeout_s: float = 30.0
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int,
+    timeout_s: float = 30.0,
+    exact: Iterable[str] = (),
 ) -> None:
+    """Create missing topics with `partitions` partitions. Topics named in `exact`
+    must have exactly that many (the router partitions by crc32 mod partitions)."""
+    names, exact = list(names), set(exact)
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -34,6 +41,15 @@ def ensure_topics(
             if missing:
                 with contextlib.suppress(TopicAlreadyExistsError):
                     admin.create_topics([NewTopic(n, partitions, 1) for n in missing])
+            check = sorted(exact & existing)
+            for desc in admin.describe_topics(check) if check else []:
+                have = len(desc["partitions"])
+                if have != partitions:
+                    raise BrokerError(
+                        f"topic {desc.get('topic', desc.get('name'))} has {have} partitions "
+                        f"but partitions = {partitions}: set ENGAGEMENT_PARTITIONS={have} "
+                        "or use a new topic_prefix / app_id"
+                    )
             return
         except KafkaError as exc:
             last = exc

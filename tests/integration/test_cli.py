@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import broker
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import Env, wait_for
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -131,3 +131,20 @@ def test_demo_shows_alerts_serves_metrics_and_stops_cleanly(tmp_path: Path) -> N
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_partition_count_mismatch_is_a_one_line_error(env: Env) -> None:
+    """The internal topic exists with 4 partitions; a worker told 2 must refuse."""
+    w = env.worker("", ENGAGEMENT_PARTITIONS="2")
+    out = subprocess.run(
+        [*CLI, "worker", "--wait", "5"],
+        env=w.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ENGAGEMENT_PARTITIONS=4" in lines[0], out.stderr[-2000:]
