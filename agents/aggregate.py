@@ -173,8 +173,9 @@ class PartitionWork:
         for label, n in per_label.items():
             m.account_events.labels(label).inc(n)
 
-    async def close(self, p: int, state: PartitionState, wall_ms: int) -> None:
-        """Publish windows that became final (see the module docstring for the order)."""
+    async def close(self, p: int, state: PartitionState, wall_ms: int, prune: bool = False) -> None:
+        """Publish windows that became final (see the module docstring for the order);
+        prune (a walk over the partition's state) after publishing, or when asked."""
         rt = self.rt
         records = rt.aggregator.close_windows(state, wall_ms)
         if records:
@@ -184,7 +185,7 @@ class PartitionWork:
             await self.settle(p)
             await (await self.write(p, marker_key(p), orjson.dumps({**marker, "outbox": outbox})))
             await self.send_outbox(p, state, outbox)
-        dead = rt.aggregator.prune(state)
+        dead = rt.aggregator.prune(state) if records or prune else []
         if dead:
             # The marker carries what pruning keeps in memory (the last followers level)
             # ahead of the tombstones that drop the deltas it came from.
@@ -255,7 +256,7 @@ class PartitionWork:
                 state = rt.states.get(p)
                 if state is None:
                     continue
-                await self.close(p, state, wall_ms)
+                await self.close(p, state, wall_ms, prune=True)
             open_windows += len(state.windows)
             dedup_ids += len(state.dedup)
             wm = state.watermark.floor_ms

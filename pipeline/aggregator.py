@@ -22,7 +22,7 @@ from pipeline import rates, wire
 from pipeline.events import KINDS
 from pipeline.progress import Sources
 from pipeline.watermark import Watermark, WatermarkState
-from pipeline.windows import rfc3339
+from pipeline.windows import is_final, rfc3339, window_bounds, window_start
 
 WindowKey = tuple[str, str, int, int]  # account_id, channel, size_ms, start_ms
 # Default for how long an input partition's last progress report counts.
@@ -167,7 +167,7 @@ class Aggregator:
                 out.duplicates += 1
                 continue
             # Too late: its smallest window is already final (and emitted).
-            if emitted is not None and ts - ts % sizes[0] + sizes[0] + grace <= emitted:
+            if emitted is not None and is_final(window_bounds(ts, sizes[0])[1], emitted, grace):
                 out.too_late.append(row)
                 continue
             dedup[event_id] = ts
@@ -207,7 +207,7 @@ class Aggregator:
         max_end = 0
         emitted = state.emitted_through_ms
         for size in self.cfg.sizes_ms:
-            start = ts - ts % size
+            start = window_start(ts, size)
             end = start + size
             if end > max_end:
                 max_end = end
@@ -289,7 +289,7 @@ class Aggregator:
             state.emitted_through_ms = wm
         if state.next_end_ms is None or state.next_end_ms > limit:
             return []
-        final = [k for k in state.windows if k[3] + k[2] <= limit]
+        final = [k for k in state.windows if is_final(k[3] + k[2], wm, self.cfg.grace_ms)]
         final.sort(key=lambda k: (k[3] + k[2], k[2], k[0], k[1]))
         records = []
         for k in final:

@@ -60,10 +60,6 @@ def exposure_row(ev: Exposure, src: list[Any]) -> Row:
     ]
 
 
-def account_of(row: Row) -> str:
-    return str(row[I_ACCOUNT] if row[0] == INTERACTION else row[X_ACCOUNT])
-
-
 def encode_batch(rows: list[Row]) -> bytes:
     return orjson.dumps({"e": rows})
 
