@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from agents.app import Runtime
 
 log = logging.getLogger("engagement.aggregate")
+CLOSE_EVERY_MS = 200
 
 
 def delta_key(p: int, seq: int) -> bytes:
@@ -51,6 +52,7 @@ class PartitionWork:
         self.locks: dict[int, asyncio.Lock] = {}
         self.outbox: dict[int, list[list[Any]]] = {}  # restored, not yet republished
         self.pending: dict[int, list[Any]] = {}  # delivery futures not yet awaited
+        self.last_close: dict[int, int] = {}  # wall ms of each partition's last close
         self.last_label_refresh = 0.0
 
     def lock(self, p: int) -> asyncio.Lock:
@@ -81,6 +83,7 @@ class PartitionWork:
         state.sources = Sources(
             self.rt.aggregator.cfg.source_stale_ms,
             settle_until_ms=int(time.time() * 1000) + SETTLE_MS,
+            required=True,
         )
         if deltas or marker:
             log.info(
@@ -95,6 +98,7 @@ class PartitionWork:
     def drop(self, p: int) -> None:
         """Forget a partition this worker no longer owns."""
         self.rt.states.pop(p, None)
+        self.last_close.pop(p, None)
         self.outbox.pop(p, None)
         self.pending.pop(p, None)
 
@@ -124,7 +128,10 @@ class PartitionWork:
             await self._apply_rows(p, state, rows, offset, wall_ms)
         if report:
             rt.aggregator.apply_progress(state, report, wall_ms)
-        await self.close(p, state, wall_ms)
+        # Publishing costs two broker round trips (marker, outputs): do it at most every
+        # CLOSE_EVERY_MS per partition, so a catch-up publishes in few large steps.
+        if wall_ms - self.last_close.get(p, 0) >= CLOSE_EVERY_MS:
+            await self.close(p, state, wall_ms)
 
     async def _apply_rows(
         self, p: int, state: PartitionState, rows: list[wire.Row], offset: int, wall_ms: int
@@ -177,6 +184,7 @@ class PartitionWork:
         """Publish windows that became final (see the module docstring for the order);
         prune (a walk over the partition's state) after publishing, or when asked."""
         rt = self.rt
+        self.last_close[p] = wall_ms
         records = rt.aggregator.close_windows(state, wall_ms)
         if records:
             outbox = self.outputs(state, records)

@@ -87,6 +87,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         broker_commit_interval=s.commit_interval_s,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # Batch records per partition up to this size: with aiokafka's 16 KiB default,
+        # each ~100 KiB changelog or forwarded batch waited for the previous one to be
+        # acknowledged before it could even be queued.
+        producer_max_batch_size=900_000,
         # A rebalance waits for in-flight batches to finish before partitions move.
         stream_wait_empty=True,
         # An exception in an agent stops the worker, which restarts from durable

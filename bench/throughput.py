@@ -43,7 +43,7 @@ class BenchError(RuntimeError):
 
 def make_events(n: int, accounts: int, prefix: str, close_after_ms: int,
                 seed: int = 7) -> tuple[list[Msg], list[Msg], Counter[tuple[str, str]]]:
-    """N events in event-time order, one closing like per account, per-(account, kind) totals."""
+    """N events in event-time order, closing events, per-(account, kind) totals."""
     rng = random.Random(seed)
     names = [f"acct-{i:03d}" for i in range(accounts)]
     kinds = rng.choices(list(KINDS), weights=[w for _, w in KINDS.values()], k=n)
@@ -58,9 +58,12 @@ def make_events(n: int, accounts: int, prefix: str, close_after_ms: int,
             ev["post_id"] = f"{account}-post-{rng.randrange(40)}"
         data.append((prefix + KINDS[kind][0], account.encode(), orjson.dumps(ev)))
         totals[(account, kind)] += 1
-    closing = [(prefix + "social.likes", a.encode(), orjson.dumps(
-        {"event_id": f"bench-close-{a}", "kind": "like", "channel": CHANNELS[0], "account_id": a,
-         "ts": BASE_MS + SPAN_MS + close_after_ms, "post_id": f"{a}-close"})) for a in names]
+    # The watermark is the minimum over input partitions: every partition that holds
+    # data gets a closing event (keyed like the data, one per account and topic).
+    closing = [(prefix + topic, a.encode(), orjson.dumps(
+        {"event_id": f"bench-close-{a}-{kind}", "kind": kind, "channel": CHANNELS[0],
+         "account_id": a, "ts": BASE_MS + SPAN_MS + close_after_ms, "post_id": f"{a}-close"}))
+        for a in names for kind, (topic, _) in KINDS.items()]
     return data, closing, totals
 
 

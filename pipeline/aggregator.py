@@ -13,6 +13,7 @@ the internal topic again (at new offsets) are caught by event_id dedup.
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -57,7 +58,10 @@ class PartitionState:
     sources: Sources = field(default_factory=lambda: Sources(SOURCE_STALE_MS))
     emitted_through_ms: int | None = None
     applied_offset: int = -1
-    next_end_ms: int | None = None  # earliest end among open windows: skip needless scans
+    # Open windows by end time, and a heap of those ends: closing touches only the
+    # windows that close, however many are open (a held watermark keeps many open).
+    by_end: dict[int, list[WindowKey]] = field(default_factory=dict)
+    ends: list[int] = field(default_factory=list)
     cooldowns: dict[str, int] = field(default_factory=dict)
     seq: int = 0
     # (seq, max window end, max event ts) of every retained delta, oldest first
@@ -219,8 +223,11 @@ class Aggregator:
             agg = windows.get(key)
             if agg is None:
                 agg = windows[key] = WindowAgg()
-                if state.next_end_ms is None or end < state.next_end_ms:
-                    state.next_end_ms = end
+                keys = state.by_end.get(end)
+                if keys is None:
+                    keys = state.by_end[end] = []
+                    heapq.heappush(state.ends, end)
+                keys.append(key)
             if ts > agg.max_event_ms:
                 agg.max_event_ms = ts
             if broker_ms > agg.newest_broker_ms:
@@ -284,12 +291,14 @@ class Aggregator:
         wm = self.watermark(state, wall_ms).advance(wall_ms)
         if wm is None:
             return []
-        limit = wm - self.cfg.grace_ms
         if state.emitted_through_ms is None or wm > state.emitted_through_ms:
             state.emitted_through_ms = wm
-        if state.next_end_ms is None or state.next_end_ms > limit:
+        ends = state.ends
+        final: list[WindowKey] = []
+        while ends and is_final(ends[0], wm, self.cfg.grace_ms):
+            final.extend(state.by_end.pop(heapq.heappop(ends)))
+        if not final:
             return []
-        final = [k for k in state.windows if is_final(k[3] + k[2], wm, self.cfg.grace_ms)]
         final.sort(key=lambda k: (k[3] + k[2], k[2], k[0], k[1]))
         records = []
         for k in final:
@@ -297,7 +306,6 @@ class Aggregator:
             records.append(
                 FinalWindow(k[3], k[3] + k[2], self.record(state, k, agg), agg.newest_broker_ms)
             )
-        state.next_end_ms = min((k[3] + k[2] for k in state.windows), default=None)
         return records
 
     def record(self, state: PartitionState, key: WindowKey, agg: WindowAgg) -> dict[str, Any]:

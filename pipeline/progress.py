@@ -45,6 +45,9 @@ class SourceReport:
 class Sources:
     stale_ms: int
     reports: dict[str, SourceReport] = field(default_factory=dict)
+    # In a worker, routers always report: no report at all means "not heard yet",
+    # which must hold rather than fall back to this partition's own newest event.
+    required: bool = False
     # After a (re)start nothing is known about other routers' input partitions:
     # the watermark holds until then.
     settle_until_ms: int | None = None
@@ -84,4 +87,6 @@ class Sources:
                 w += idle_ms
             if wm is None or w < wm:
                 wm = w
+        if wm is None and self.required and not self.reports:
+            return BLOCKED
         return wm
