@@ -133,3 +133,18 @@ def test_a_fast_partition_cannot_make_a_slow_ones_events_too_late() -> None:
     closed = agg.close_windows(st, WALL)
     first = [fw for fw in closed if fw.start_ms == BASE and fw.end_ms == BASE + MIN]
     assert len(first) == 1 and first[0].record["counts"]["like"] == 1
+
+
+def test_in_a_worker_no_report_yet_holds_instead_of_using_the_partitions_own_events() -> None:
+    """A worker always runs routers: before any report arrives the watermark holds,
+    so a partition that happened to receive a fast input's events first cannot run
+    ahead of the others."""
+    assert wm(Sources(STALE, required=True)) == BLOCKED
+    s = Sources(STALE, required=True)
+    s.update({"likes:0": [None, 0]}, WALL)  # heard: an empty input partition
+    assert wm(s) is None  # nothing constrains it; the partition's own events decide
+    agg = Aggregator(cfg(lateness_ms=0, grace_ms=0))
+    st = PartitionState(sources=Sources(STALE, required=True))
+    agg.apply_batch(st, [ia("fast", BASE + 30 * MIN)], 0, WALL)
+    assert agg.close_windows(st, WALL) == []
+    assert agg.apply_batch(st, [ia("slow", BASE)], 1, WALL).too_late == []
