@@ -63,6 +63,7 @@ def aggregator_config(s: Settings) -> AggregatorConfig:
         rate_basis=dict(s.rate_basis_by_account),
         default_basis=s.default_rate_basis,
         source_stale_ms=int(s.progress_stale_s * 1000),
+        max_cooldown_ms=max((r.cooldown_s for r in s.thresholds), default=0) * 1000,
     )
 
 

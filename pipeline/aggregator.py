@@ -115,6 +115,7 @@ class AggregatorConfig:
     rate_basis: Mapping[str, str]
     default_basis: str = "followers"
     source_stale_ms: int = SOURCE_STALE_MS
+    max_cooldown_ms: int = 0  # longest alert cooldown: older cooldown entries are dropped
 
 
 def dedup_id(row: wire.Row) -> str:
@@ -382,6 +383,15 @@ class Aggregator:
         if wm is None or emitted is None:
             return []
         cutoff = wm - self.cfg.horizon_ms
+        # Windows still to be evaluated start after this; a cooldown that ended before
+        # it can no longer silence anything.
+        earliest_start = emitted - self.cfg.grace_ms - max(self.cfg.sizes_ms)
+        for key in [
+            k
+            for k, end in state.cooldowns.items()
+            if end + self.cfg.max_cooldown_ms < earliest_start
+        ]:
+            del state.cooldowns[key]
         dedup = state.dedup
         while dedup:
             first = next(iter(dedup))

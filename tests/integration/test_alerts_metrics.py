@@ -103,6 +103,10 @@ def test_threshold_alerts_with_event_time_cooldown(env: Env) -> None:
         "alert metric",
         worker,
     )
+    assert worker.metric("engagement_windows_emitted_total", size="60s") == 5
+    latency = "engagement_event_to_output_latency_seconds_count"
+    assert worker.metric(latency, output="window") == 5
+    assert worker.metric(latency, output="alert") == 2
 
 
 def test_metrics_endpoint_series_and_bounded_account_labels(env: Env) -> None:

@@ -763,3 +763,14 @@ def test_final_windows_equal_an_offline_computation(
         assert rec["unique_actors"] == len(want["actors"]), k
         assert rec["weighted_engagement"] == pytest.approx(want["weighted"]), k
         assert rec["late_events"] == want["late"], k
+
+
+def test_prune_drops_cooldowns_that_can_no_longer_silence_a_window() -> None:
+    agg = Aggregator(cfg(max_cooldown_ms=2 * MIN, lateness_ms=0, grace_ms=0))
+    state = PartitionState()
+    state.cooldowns = {"busy|acme|x": BASE + MIN, "busy|globex|x": BASE + 20 * MIN}
+    agg.apply_batch(state, [ia("a", BASE + 20 * MIN)], 0, WALL)
+    agg.close_windows(state, WALL)
+    agg.prune(state)
+    # acme's ended at BASE+1m; +2m cooldown < the earliest window still to come
+    assert state.cooldowns == {"busy|globex|x": BASE + 20 * MIN}
