@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("engagement.aggregate")
 CLOSE_EVERY_MS = 200
+# Windows published per close, so the marker that carries them stays far below the
+# broker's message size limit however far a catch-up moves the watermark at once.
+MAX_CLOSE = 400
 
 
 def delta_key(p: int, seq: int) -> bytes:
@@ -185,7 +188,7 @@ class PartitionWork:
         prune (a walk over the partition's state) after publishing, or when asked."""
         rt = self.rt
         self.last_close[p] = wall_ms
-        records = rt.aggregator.close_windows(state, wall_ms)
+        records = rt.aggregator.close_windows(state, wall_ms, max_windows=MAX_CLOSE)
         if records:
             outbox = self.outputs(state, records)
             marker = rt.aggregator.marker(state)

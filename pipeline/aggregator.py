@@ -283,21 +283,31 @@ class Aggregator:
         state.applied_offset = max(state.applied_offset, int(marker.get("applied_offset", -1)))
 
     # -- closing --------------------------------------------------------------
-    def close_windows(self, state: PartitionState, wall_ms: int) -> list[FinalWindow]:
-        """Pop every window that is final at the current watermark, in a deterministic
-        order (end, size, account, channel)."""
+    def close_windows(
+        self, state: PartitionState, wall_ms: int, max_windows: int | None = None
+    ) -> list[FinalWindow]:
+        """Pop the windows that are final at the current watermark, in a deterministic
+        order (end, size, account, channel): all of them, or whole groups of equal end
+        up to about `max_windows` (the rest on later calls). `emitted_through_ms` then
+        covers exactly the popped windows, so rows for the others still count."""
         ws = state.watermark
         if ws.last_event_wall_ms is None and ws.max_event_ms is not None:
             ws.last_event_wall_ms = wall_ms  # restored: idle time counts from the restart
         wm = self.watermark(state, wall_ms).advance(wall_ms)
         if wm is None:
             return []
-        if state.emitted_through_ms is None or wm > state.emitted_through_ms:
-            state.emitted_through_ms = wm
+        grace = self.cfg.grace_ms
         ends = state.ends
         final: list[WindowKey] = []
-        while ends and is_final(ends[0], wm, self.cfg.grace_ms):
+        through = wm
+        while ends and is_final(ends[0], wm, grace):
+            if max_windows is not None and len(final) >= max_windows:
+                # stop after a whole group: what is published is exactly what is final
+                through = (final[-1][3] + final[-1][2]) + grace
+                break
             final.extend(state.by_end.pop(heapq.heappop(ends)))
+        if state.emitted_through_ms is None or through > state.emitted_through_ms:
+            state.emitted_through_ms = through
         if not final:
             return []
         final.sort(key=lambda k: (k[3] + k[2], k[2], k[0], k[1]))

@@ -774,3 +774,25 @@ def test_prune_drops_cooldowns_that_can_no_longer_silence_a_window() -> None:
     agg.prune(state)
     # acme's ended at BASE+1m; +2m cooldown < the earliest window still to come
     assert state.cooldowns == {"busy|globex|x": BASE + 20 * MIN}
+
+
+def test_closing_in_bounded_steps_publishes_everything_once_and_keeps_late_rows() -> None:
+    agg = Aggregator(cfg(lateness_ms=0, grace_ms=0, sizes_ms=(MIN,)))
+    state = PartitionState()
+    agg.apply_batch(state, [ia(f"e{m}", BASE + m * MIN + SEC) for m in range(10)], 0, WALL)
+    agg.apply_batch(state, [ia("far", BASE + 60 * MIN)], 1, WALL)
+    first = agg.close_windows(state, WALL, max_windows=3)
+    assert [fw.start_ms for fw in first] == [BASE, BASE + MIN, BASE + 2 * MIN]
+    assert state.emitted_through_ms == BASE + 3 * MIN
+    # a row for a final but not yet published window still counts
+    late = agg.apply_batch(state, [ia("late", BASE + 5 * MIN + 2 * SEC)], 2, WALL)
+    assert late.too_late == []
+    # and one for a published window is too late
+    assert len(agg.apply_batch(state, [ia("old", BASE + 2 * SEC)], 3, WALL).too_late) == 1
+    rest = []
+    while batch := agg.close_windows(state, WALL, max_windows=3):
+        rest += batch
+    starts = [fw.start_ms for fw in first + rest]
+    assert starts == [BASE + m * MIN for m in range(10)]
+    by_start = {fw.start_ms: fw.record["counts"]["like"] for fw in rest}
+    assert by_start[BASE + 5 * MIN] == 2
