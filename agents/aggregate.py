@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from agents.delivery import fatal_on_failure
 from pipeline import alerts, deadletter, wire
 from pipeline.aggregator import Delta, FinalWindow, PartitionState
 from pipeline.labels import OTHER
@@ -37,6 +38,7 @@ CLOSE_EVERY_MS = 200
 # Windows published per close, so the marker that carries them stays far below the
 # broker's message size limit however far a catch-up moves the watermark at once.
 MAX_CLOSE = 400
+OUTBOX_PART = 300  # output records per outbox changelog record (~200 KB)
 
 
 def delta_key(p: int, seq: int) -> bytes:
@@ -47,13 +49,18 @@ def marker_key(p: int) -> bytes:
     return f"m:{p}".encode()
 
 
+def outbox_key(p: int, i: int) -> bytes:
+    return f"o:{p}:{i}".encode()
+
+
 class PartitionWork:
     """The faust side of one worker's partitions: state, locks and durable writes."""
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.locks: dict[int, asyncio.Lock] = {}
-        self.outbox: dict[int, list[list[Any]]] = {}  # restored, not yet republished
+        # restored, not yet republished: (output records, outbox parts to clear)
+        self.outbox: dict[int, tuple[list[list[Any]], int]] = {}
         self.pending: dict[int, list[Any]] = {}  # delivery futures not yet awaited
         self.last_close: dict[int, int] = {}  # wall ms of each partition's last close
         self.last_label_refresh = 0.0
@@ -80,8 +87,10 @@ class PartitionWork:
         marker = orjson.loads(raw_marker) if raw_marker else {}
         state = PartitionState()
         self.rt.aggregator.restore(state, deltas, marker)
-        if marker.get("outbox"):
-            self.outbox[p] = marker["outbox"]
+        parts = int(marker.get("outbox_parts") or 0)
+        if parts:
+            entries = [e for i in range(parts) for e in orjson.loads(data[outbox_key(p, i)])]
+            self.outbox[p] = (entries, parts)
         # Until every router has reported where its input partitions stand, hold.
         state.sources = Sources(
             self.rt.aggregator.cfg.source_stale_ms,
@@ -94,7 +103,7 @@ class PartitionWork:
                 p,
                 len(deltas),
                 state.applied_offset,
-                len(marker.get("outbox") or ()),
+                len(self.outbox.get(p, ((), 0))[0]),
             )
         return state
 
@@ -116,9 +125,10 @@ class PartitionWork:
             table.data.pop(key, None)
         else:
             table.data[key] = value
-        return await table.changelog_topic.send(
+        fut = await table.changelog_topic.send(
             key=key, value=value, partition=p, key_serializer="raw", value_serializer="raw"
         )
+        return fatal_on_failure(fut, "changelog")
 
     async def apply(self, p: int, offset: int, raw: bytes) -> None:
         rt = self.rt
@@ -126,7 +136,8 @@ class PartitionWork:
         rows, report = wire.decode_message(raw)
         state = self.state(p)
         if p in self.outbox:
-            await self.send_outbox(p, state, self.outbox.pop(p))
+            entries, parts = self.outbox.pop(p)
+            await self.send_outbox(p, state, entries, parts)
         if rows:
             await self._apply_rows(p, state, rows, offset, wall_ms)
         if report:
@@ -160,7 +171,7 @@ class PartitionWork:
                 fut = await rt.deadletter_topic.send(
                     value=deadletter.too_late_record(wire.row_as_event(row), src)
                 )
-                self.track(p, fut)
+                self.track(p, fatal_on_failure(fut, "dead-letter"))
         oldest_ms = min(r[wire.I_SRC if r[0] == wire.INTERACTION else wire.X_SRC][3] for r in rows)
         m.processing_latency.observe(max(0.0, time.time() - oldest_ms / 1000))
 
@@ -191,15 +202,25 @@ class PartitionWork:
         records = rt.aggregator.close_windows(state, wall_ms, max_windows=MAX_CLOSE)
         if records:
             outbox = self.outputs(state, records)
-            marker = rt.aggregator.marker(state)
+            parts = [outbox[i : i + OUTBOX_PART] for i in range(0, len(outbox), OUTBOX_PART)]
             # Deltas first: a window is never published ahead of the rows it counts.
             await self.settle(p)
-            await (await self.write(p, marker_key(p), orjson.dumps({**marker, "outbox": outbox})))
-            await self.send_outbox(p, state, outbox)
+            # The outbox in parts (each well below the broker's size limit), then the
+            # marker that makes the close decision durable by naming them.
+            futs = [
+                await self.write(p, outbox_key(p, i), orjson.dumps(part))
+                for i, part in enumerate(parts)
+            ]
+            marker = {**rt.aggregator.marker(state), "outbox_parts": len(parts)}
+            futs.append(await self.write(p, marker_key(p), orjson.dumps(marker)))
+            await asyncio.gather(*futs)
+            await self.send_outbox(p, state, outbox, len(parts))
         dead = rt.aggregator.prune(state) if records or prune else []
         if dead:
             # The marker carries what pruning keeps in memory (the last followers level)
-            # ahead of the tombstones that drop the deltas it came from.
+            # ahead of the tombstones that drop the deltas it came from; it also records
+            # the applied offset, so the deltas up to it must be delivered first.
+            await self.settle(p)
             await self.write(p, marker_key(p), orjson.dumps(rt.aggregator.marker(state)))
             for seq in dead:
                 await self.write(p, delta_key(p, seq), None)
@@ -238,13 +259,16 @@ class PartitionWork:
                 )
         return out
 
-    async def send_outbox(self, p: int, state: PartitionState, outbox: list[list[Any]]) -> None:
+    async def send_outbox(
+        self, p: int, state: PartitionState, outbox: list[list[Any]], parts: int
+    ) -> None:
         rt, m = self.rt, self.rt.metrics
         topics = {"window": rt.windows_topic, "alert": rt.alerts_topic}
         pending = []
         now = time.time()
         for kind, account, value, newest in outbox:
-            pending.append(await topics[kind].send(key=account.encode(), value=value.encode()))
+            fut = await topics[kind].send(key=account.encode(), value=value.encode())
+            pending.append(fatal_on_failure(fut, kind))
             if kind == "window":
                 m.windows_emitted.labels(f"{orjson.loads(value)['size_seconds']}s").inc()
             else:
@@ -254,6 +278,8 @@ class PartitionWork:
                 m.output_latency.labels(kind).observe(max(0.0, now - newest / 1000))
         await asyncio.gather(*pending)
         await self.write(p, marker_key(p), orjson.dumps(rt.aggregator.marker(state)))
+        for i in range(parts):
+            await self.write(p, outbox_key(p, i), None)
 
     async def tick(self) -> None:
         """Idle advance and gauges, once a second."""

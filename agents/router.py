@@ -3,8 +3,9 @@ events in batches to the internal events topic, partitioned by account.
 
 Repartitioning makes results correct even when producers do not key by
 account_id. Events are acked only after their batch is handed to the producer,
-and faust flushes the producer before it commits offsets (at-least-once; the
-aggregator's dedup makes the redelivery harmless).
+and faust flushes the producer before it commits offsets; a delivery that fails
+stops the worker before a commit can pass it (agents/delivery.py). At-least-once:
+the aggregator's dedup makes a redelivery harmless.
 
 The router also reports, several times a second, each input partition's
 progress (newest event time forwarded, messages left to read) to every internal
@@ -19,6 +20,7 @@ import zlib
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from agents.delivery import fatal_on_failure
 from pipeline import deadletter, wire
 from pipeline.events import Interaction, Invalid
 from pipeline.progress import KEEPALIVE_MS
@@ -41,19 +43,32 @@ class Progress:
     def __init__(self) -> None:
         self.max_ts: dict[Any, int] = {}  # TP -> newest event time forwarded
         self.next_offset: dict[Any, int] = {}  # TP -> next offset to process
+        self.log_start: dict[Any, int] = {}  # TP -> earliest offset still in the log
         self.last_report: dict[str, list[int | None]] = {}
         self.last_sent = 0.0
 
-    def report(self, consumer: Any, raw_topics: dict[str, str]) -> dict[str, list[int | None]]:
+    async def report(
+        self, consumer: Any, raw_topics: dict[str, str]
+    ) -> dict[str, list[int | None]]:
         committed = getattr(consumer, "_committed_offset", {})
         out: dict[str, list[int | None]] = {}
-        for tp in consumer.assignment():
-            if tp.topic not in raw_topics:
-                continue
+        tps = [tp for tp in consumer.assignment() if tp.topic in raw_topics]
+        unknown = [tp for tp in tps if tp not in self.log_start]
+        if unknown:
+            # Records before the log start expired: without it, a partition with no
+            # committed offset whose records all expired would show a lag forever.
+            try:
+                earliest = await asyncio.wait_for(consumer.earliest_offsets(*unknown), 5.0)
+                self.log_start.update({tp: int(o or 0) for tp, o in earliest.items()})
+            except Exception:  # lag stays conservative (holds) until the next try
+                pass
+        for tp in tps:
             high = consumer.highwater(tp)
             # After a rebalance the committed offset may be ahead of what this router
             # last processed there.
-            nxt = max(self.next_offset.get(tp) or 0, committed.get(tp) or 0)
+            nxt = max(
+                self.next_offset.get(tp) or 0, committed.get(tp) or 0, self.log_start.get(tp, 0)
+            )
             lag = None if high is None or high < 0 else max(0, high - nxt)
             out[f"{tp.topic}:{tp.partition}"] = [self.max_ts.get(tp), lag]
         return out
@@ -62,6 +77,7 @@ class Progress:
         for tp in tps:
             self.max_ts.pop(tp, None)
             self.next_offset.pop(tp, None)
+            self.log_start.pop(tp, None)
 
 
 def register(rt: Runtime) -> None:
@@ -77,7 +93,6 @@ def register(rt: Runtime) -> None:
         async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
             batches: dict[int, list[list[wire.Row]]] = {}
             sizes: dict[int, int] = {}
-            pending = []
             rejected: Counter[str] = Counter()
             newest: dict[Any, int] = {}
             next_offset: dict[Any, int] = {}
@@ -114,15 +129,12 @@ def register(rt: Runtime) -> None:
                         result, msg.topic, msg.partition, msg.offset, msg.key, msg.value
                     ),
                 )
-                pending.append(fut)
+                fatal_on_failure(fut, "dead-letter")
             for p, chunks in batches.items():
                 for rows in chunks:
-                    pending.append(
-                        await rt.events_topic.send(partition=p, value=wire.encode_batch(rows))
-                    )
-            # Delivered before the batch is acked: a send that fails stops the worker
-            # (and the batch is read again) instead of being committed past.
-            await asyncio.gather(*pending)
+                    fut = await rt.events_topic.send(partition=p, value=wire.encode_batch(rows))
+                    # a send that fails stops the worker before its offsets are committed
+                    fatal_on_failure(fut, "forwarded")
             # Only now, with the batch handed to the producer ahead of any later
             # report, may the progress it carries be reported.
             for tp, ts in newest.items():
@@ -133,7 +145,7 @@ def register(rt: Runtime) -> None:
                 invalid_metric.labels(reason).inc(n)
 
     async def report_progress() -> None:
-        report = progress.report(rt.app.consumer, families)
+        report = await progress.report(rt.app.consumer, families)
         now = time.monotonic()
         if not report or (
             report == progress.last_report and now - progress.last_sent < KEEPALIVE_MS / 1000

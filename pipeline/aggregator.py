@@ -370,10 +370,9 @@ class Aggregator:
     def _followers_before_cutoff(self, state: PartitionState) -> list[list[Any]]:
         """Per account x channel, the last followers level before the prune cutoff: prune
         keeps it in memory but may tombstone the delta it came from."""
-        wm = state.watermark.floor_ms
-        if wm is None:
+        cutoff = self._cutoff(state)
+        if cutoff is None:
             return []
-        cutoff = wm - self.cfg.horizon_ms
         out: list[list[Any]] = []
         for (account, channel), hist in state.followers.items():
             last = None
@@ -386,13 +385,21 @@ class Aggregator:
         return out
 
     # -- bounding -------------------------------------------------------------
+    def _cutoff(self, state: PartitionState) -> int | None:
+        """Event time before which nothing can matter any more: a horizon behind what is
+        both watermarked and published (windows final but not yet published still need
+        their rows' ids and their followers level)."""
+        wm, emitted = state.watermark.floor_ms, state.emitted_through_ms
+        if wm is None:
+            return None
+        return (wm if emitted is None else min(wm, emitted)) - self.cfg.horizon_ms
+
     def prune(self, state: PartitionState) -> list[int]:
         """Forget what can no longer matter; return seqs of deltas to tombstone."""
-        wm = state.watermark.floor_ms
         emitted = state.emitted_through_ms
-        if wm is None or emitted is None:
+        cutoff = self._cutoff(state)
+        if cutoff is None or emitted is None:
             return []
-        cutoff = wm - self.cfg.horizon_ms
         # Windows still to be evaluated start after this; a cooldown that ended before
         # it can no longer silence anything.
         earliest_start = emitted - self.cfg.grace_ms - max(self.cfg.sizes_ms)
