@@ -28,8 +28,12 @@ from agents.app import ALERTS_TOPIC, DEADLETTER_TOPIC, EVENTS_TOPIC, RAW_TOPICS,
 from pipeline import broker
 from pipeline.topics import ensure_topics
 
-KINDS = {"like": ("social.likes", 60), "comment": ("social.comments", 20),
-         "share": ("social.shares", 10), "mention": ("social.mentions", 10)}
+KINDS = {
+    "like": ("social.likes", 60),
+    "comment": ("social.comments", 20),
+    "share": ("social.shares", 10),
+    "mention": ("social.mentions", 10),
+}
 CHANNELS = ("instagram", "x", "facebook", "tiktok")
 BASE_MS = 1_714_521_600_000  # 2024-05-01T00:00:00Z
 SPAN_MS = 3_600_000  # the data covers one hour of event time
@@ -41,8 +45,9 @@ class BenchError(RuntimeError):
     pass
 
 
-def make_events(n: int, accounts: int, prefix: str, close_after_ms: int,
-                seed: int = 7) -> tuple[list[Msg], list[Msg], Counter[tuple[str, str]]]:
+def make_events(
+    n: int, accounts: int, prefix: str, close_after_ms: int, seed: int = 7
+) -> tuple[list[Msg], list[Msg], Counter[tuple[str, str]]]:
     """N events in event-time order, closing events, per-(account, kind) totals."""
     rng = random.Random(seed)
     names = [f"acct-{i:03d}" for i in range(accounts)]
@@ -51,26 +56,51 @@ def make_events(n: int, accounts: int, prefix: str, close_after_ms: int,
     totals: Counter[tuple[str, str]] = Counter()
     for i, kind in enumerate(kinds):
         account, channel = rng.choice(names), rng.choice(CHANNELS)
-        ev = {"event_id": f"bench-{i:09d}", "kind": kind, "channel": channel,
-              "account_id": account, "ts": BASE_MS + i * SPAN_MS // n,
-              "actor_id": f"user-{rng.randrange(100_000)}", "priority": "normal"}
+        ev = {
+            "event_id": f"bench-{i:09d}",
+            "kind": kind,
+            "channel": channel,
+            "account_id": account,
+            "ts": BASE_MS + i * SPAN_MS // n,
+            "actor_id": f"user-{rng.randrange(100_000)}",
+            "priority": "normal",
+        }
         if kind != "mention":
             ev["post_id"] = f"{account}-post-{rng.randrange(40)}"
         data.append((prefix + KINDS[kind][0], account.encode(), orjson.dumps(ev)))
         totals[(account, kind)] += 1
     # The watermark is the minimum over input partitions: every partition that holds
     # data gets a closing event (keyed like the data, one per account and topic).
-    closing = [(prefix + topic, a.encode(), orjson.dumps(
-        {"event_id": f"bench-close-{a}-{kind}", "kind": kind, "channel": CHANNELS[0],
-         "account_id": a, "ts": BASE_MS + SPAN_MS + close_after_ms, "post_id": f"{a}-close"}))
-        for a in names for kind, (topic, _) in KINDS.items()]
+    closing = [
+        (
+            prefix + topic,
+            a.encode(),
+            orjson.dumps(
+                {
+                    "event_id": f"bench-close-{a}-{kind}",
+                    "kind": kind,
+                    "channel": CHANNELS[0],
+                    "account_id": a,
+                    "ts": BASE_MS + SPAN_MS + close_after_ms,
+                    "post_id": f"{a}-close",
+                }
+            ),
+        )
+        for a in names
+        for kind, (topic, _) in KINDS.items()
+    ]
     return data, closing, totals
 
 
 async def produce(bootstrap: str, msgs: list[Msg]) -> dict[tuple[str, int], int]:
     """Produce in order; return the end offset of every partition written to."""
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks=1,
-                         max_batch_size=256 * 1024, max_request_size=4 << 20)
+    p = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        linger_ms=20,
+        acks=1,
+        max_batch_size=256 * 1024,
+        max_request_size=4 << 20,
+    )
     await p.start()
     try:
         sent = await asyncio.gather(*[await p.send(t, v, key=k) for t, k, v in msgs])
@@ -81,8 +111,13 @@ async def produce(bootstrap: str, msgs: list[Msg]) -> dict[tuple[str, int], int]
 
 async def raw_baseline(bootstrap: str, topics: list[str], n: int) -> dict[str, float]:
     """Fresh consumer group: getmany + orjson.loads + dict count until N messages."""
-    c = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=f"raw-{uuid.uuid4()}",
-                         auto_offset_reset="earliest", enable_auto_commit=False)
+    c = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=f"raw-{uuid.uuid4()}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await c.start()
     try:
         counts: dict[tuple[str, str], int] = {}
@@ -122,8 +157,9 @@ async def watch_health(port: int, proc: subprocess.Popen[bytes]) -> tuple[float,
     raise BenchError(f"worker exited with code {proc.returncode} before it was healthy")
 
 
-async def close_when_drained(bootstrap: str, group: str, ends: dict[tuple[str, int], int],
-                             closing: list[Msg]) -> None:
+async def close_when_drained(
+    bootstrap: str, group: str, ends: dict[tuple[str, int], int], closing: list[Msg]
+) -> None:
     """Produce the closing events once the worker committed every data message."""
     admin = await asyncio.to_thread(KafkaAdminClient, bootstrap_servers=bootstrap)
     done: dict[tuple[str, int], int] = {}
@@ -137,9 +173,15 @@ async def close_when_drained(bootstrap: str, group: str, ends: dict[tuple[str, i
     await produce(bootstrap, closing)
 
 
-async def run_worker(bootstrap: str, prefix: str, args: argparse.Namespace, tmp: Path,
-                     procs: Procs, closing: list[Msg],
-                     ends: dict[tuple[str, int], int]) -> tuple[dict[str, Any], Counter[Any]]:
+async def run_worker(
+    bootstrap: str,
+    prefix: str,
+    args: argparse.Namespace,
+    tmp: Path,
+    procs: Procs,
+    closing: list[Msg],
+    ends: dict[tuple[str, int], int],
+) -> tuple[dict[str, Any], Counter[Any]]:
     """Start a fresh worker; consume the windows and dead-letter topics until every event
     is in a 60 s window or dead-lettered (or nothing new came for --idle seconds)."""
     n, topics = args.events, [prefix + WINDOWS_TOPIC, prefix + DEADLETTER_TOPIC]
@@ -150,12 +192,19 @@ async def run_worker(bootstrap: str, prefix: str, args: argparse.Namespace, tmp:
         c.assign([TopicPartition(t, p) for t in topics for p in range(args.partitions)])
         env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGEMENT_")}
         port, group = broker.free_port(), f"bench-{uuid.uuid4().hex[:8]}"
-        env.update(ENGAGEMENT_BROKER=f"kafka://{bootstrap}", ENGAGEMENT_WEB_PORT=str(port),
-                   ENGAGEMENT_APP_ID=group, ENGAGEMENT_TOPIC_PREFIX=prefix,
-                   ENGAGEMENT_PARTITIONS=str(args.partitions), ENGAGEMENT_DATA_DIR=str(tmp / "d"))
+        env.update(
+            ENGAGEMENT_BROKER=f"kafka://{bootstrap}",
+            ENGAGEMENT_WEB_PORT=str(port),
+            ENGAGEMENT_APP_ID=group,
+            ENGAGEMENT_TOPIC_PREFIX=prefix,
+            ENGAGEMENT_PARTITIONS=str(args.partitions),
+            ENGAGEMENT_DATA_DIR=str(tmp / "d"),
+        )
         if args.lateness is not None:  # the dedup horizon must cover lateness + largest window
-            (tmp / "bench.toml").write_text(f"[windows]\nallowed_lateness_s = {args.lateness}\n"
-                                            f"[dedup]\nhorizon_s = {args.lateness + 600}\n")
+            (tmp / "bench.toml").write_text(
+                f"[windows]\nallowed_lateness_s = {args.lateness}\n"
+                f"[dedup]\nhorizon_s = {args.lateness + 600}\n"
+            )
             env["ENGAGEMENT_CONFIG"] = str(tmp / "bench.toml")
         cmd = [str(Path(sys.executable).with_name("engagement")), "worker", "--loglevel", "warning"]
         with open(tmp / "worker.log", "wb") as out:
@@ -192,14 +241,21 @@ async def run_worker(bootstrap: str, prefix: str, args: argparse.Namespace, tmp:
         for t in tasks:
             t.cancel()
         await c.stop()
-    return {"seconds_incl_startup": t_last - t0, "events_per_s_incl_startup": n / (t_last - t0),
-            "events_per_s_excl_startup": n / (t_last - t_ok), "healthz_200_s": t_ok - t0,
-            "events_per_s_after_assignment": n / (t_last - t_ready), "assigned_s": t_ready - t0,
-            "counted_60s": got.total(), "deadlettered": dict(dead)}, got
+    return {
+        "seconds_incl_startup": t_last - t0,
+        "events_per_s_incl_startup": n / (t_last - t0),
+        "events_per_s_excl_startup": n / (t_last - t_ok),
+        "healthz_200_s": t_ok - t0,
+        "events_per_s_after_assignment": n / (t_last - t_ready),
+        "assigned_s": t_ready - t0,
+        "counted_60s": got.total(),
+        "deadlettered": dict(dead),
+    }, got
 
 
-async def bench(args: argparse.Namespace, bootstrap: str, tmp: Path,
-                procs: Procs) -> dict[str, Any]:
+async def bench(
+    args: argparse.Namespace, bootstrap: str, tmp: Path, procs: Procs
+) -> dict[str, Any]:
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     names = [*RAW_TOPICS, EVENTS_TOPIC, WINDOWS_TOPIC, ALERTS_TOPIC, DEADLETTER_TOPIC]
     await asyncio.to_thread(ensure_topics, bootstrap, [prefix + t for t in names], args.partitions)
@@ -218,17 +274,32 @@ async def bench(args: argparse.Namespace, bootstrap: str, tmp: Path,
     except BaseException:
         print(f"--- worker log ---\n{log.read_text(errors='replace')}", file=sys.stderr)
         raise
-    errors = [ln for ln in log.read_text(errors="replace").splitlines()
-              if "ERROR" in ln or "Traceback" in ln]
-    diff = {f"{a}/{k}": got[(a, k)] - totals[(a, k)] for a, k in totals | got
-            if got[(a, k)] != totals[(a, k)]}
+    errors = [
+        ln
+        for ln in log.read_text(errors="replace").splitlines()
+        if "ERROR" in ln or "Traceback" in ln
+    ]
+    diff = {
+        f"{a}/{k}": got[(a, k)] - totals[(a, k)]
+        for a, k in totals | got
+        if got[(a, k)] != totals[(a, k)]
+    }
     m = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]}
-    return {"machine": m, "events": args.events, "partitions": args.partitions,
-            "accounts": args.accounts, "lateness_s": args.lateness, "raw": r, "worker": w,
-            "close_after_drain": args.close_after_drain, "worker_log_errors": errors[:20],
-            "ratio_incl_startup": w["events_per_s_incl_startup"] / r["events_per_s"],
-            "ratio_excl_startup": w["events_per_s_excl_startup"] / r["events_per_s"],
-            "correct": not diff, "mismatches": diff}
+    return {
+        "machine": m,
+        "events": args.events,
+        "partitions": args.partitions,
+        "accounts": args.accounts,
+        "lateness_s": args.lateness,
+        "raw": r,
+        "worker": w,
+        "close_after_drain": args.close_after_drain,
+        "worker_log_errors": errors[:20],
+        "ratio_incl_startup": w["events_per_s_incl_startup"] / r["events_per_s"],
+        "ratio_excl_startup": w["events_per_s_excl_startup"] / r["events_per_s"],
+        "correct": not diff,
+        "mismatches": diff,
+    }
 
 
 def table(res: dict[str, Any]) -> str:
@@ -237,20 +308,35 @@ def table(res: dict[str, Any]) -> str:
     def rate(v: float) -> str:
         return f"{v:>11,.0f} events/s   worker/raw {v / r:.4f}"
 
-    rows = [("machine", f"{m['cpus']} CPUs, {m['platform']}, Python {m['python']}"),
-            ("N / partitions / accounts", f"{res['events']:,} / {res['partitions']} / "
-             f"{res['accounts']}   lateness: {'default' if late is None else f'{late} s'}, "
-             f"closing events {'after drain' if res['close_after_drain'] else 'up front'}"),
-            ("raw aiokafka getmany+orjson+count", f"{r:>11,.0f} events/s"),
-            ("worker incl. start-up", rate(w["events_per_s_incl_startup"])
-             + f"   ({w['seconds_incl_startup']:.1f} s)"),
-            (f"worker excl. start-up (/healthz +{w['healthz_200_s']:.1f} s)",
-             rate(w["events_per_s_excl_startup"])),
-            (f"worker after assignment (+{w['assigned_s']:.1f} s)",
-             rate(w["events_per_s_after_assignment"])),
-            ("events in 60 s windows / dead-letter", f"{w['counted_60s']:,} / {w['deadlettered']}"),
-            ("correctness (60 s windows)", "OK" if res["correct"] else
-             f"MISMATCH in {len(res['mismatches'])} (account, kind) totals")]
+    rows = [
+        ("machine", f"{m['cpus']} CPUs, {m['platform']}, Python {m['python']}"),
+        (
+            "N / partitions / accounts",
+            f"{res['events']:,} / {res['partitions']} / "
+            f"{res['accounts']}   lateness: {'default' if late is None else f'{late} s'}, "
+            f"closing events {'after drain' if res['close_after_drain'] else 'up front'}",
+        ),
+        ("raw aiokafka getmany+orjson+count", f"{r:>11,.0f} events/s"),
+        (
+            "worker incl. start-up",
+            rate(w["events_per_s_incl_startup"]) + f"   ({w['seconds_incl_startup']:.1f} s)",
+        ),
+        (
+            f"worker excl. start-up (/healthz +{w['healthz_200_s']:.1f} s)",
+            rate(w["events_per_s_excl_startup"]),
+        ),
+        (
+            f"worker after assignment (+{w['assigned_s']:.1f} s)",
+            rate(w["events_per_s_after_assignment"]),
+        ),
+        ("events in 60 s windows / dead-letter", f"{w['counted_60s']:,} / {w['deadlettered']}"),
+        (
+            "correctness (60 s windows)",
+            "OK"
+            if res["correct"]
+            else f"MISMATCH in {len(res['mismatches'])} (account, kind) totals",
+        ),
+    ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}} : {v}" for k, v in rows)
 
@@ -265,8 +351,11 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=900.0, help="total seconds (default 900)")
     ap.add_argument("--idle", type=float, default=60.0, help="give up after s without output")
     ap.add_argument("--lateness", type=int, help="worker's allowed lateness in s (temp config)")
-    ap.add_argument("--close-after-drain", action="store_true", help="closing events only "
-                    "once the worker committed all data")
+    ap.add_argument(
+        "--close-after-drain",
+        action="store_true",
+        help="closing events only once the worker committed all data",
+    )
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up as on Ctrl-C
     procs: Procs = []

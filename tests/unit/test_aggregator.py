@@ -796,3 +796,25 @@ def test_closing_in_bounded_steps_publishes_everything_once_and_keeps_late_rows(
     assert starts == [BASE + m * MIN for m in range(10)]
     by_start = {fw.start_ms: fw.record["counts"]["like"] for fw in rest}
     assert by_start[BASE + 5 * MIN] == 2
+
+
+def test_prune_keeps_ids_and_followers_of_final_windows_not_yet_published() -> None:
+    """After a bounded close the watermark is far ahead of what was published: a
+    duplicate for a pending window must still be recognised, and the window keeps
+    its followers level."""
+    agg = Aggregator(cfg(lateness_ms=0, grace_ms=0, sizes_ms=(MIN,), horizon_ms=2 * MIN))
+    state = PartitionState()
+    rows = [ex(BASE, followers=1000)]
+    rows += [ia(f"a{m}", BASE + m * MIN + SEC) for m in range(40)]
+    agg.apply_batch(state, rows, 0, WALL)
+    agg.apply_batch(state, [ia("far", BASE + 60 * MIN)], 1, WALL)
+    agg.close_windows(state, WALL, max_windows=2)
+    agg.prune(state)
+    assert agg.apply_batch(state, [ia("a30", BASE + 30 * MIN + SEC)], 2, WALL).duplicates == 1
+    published = []
+    while batch := agg.close_windows(state, WALL, max_windows=2):
+        published += batch
+        agg.prune(state)
+    w30 = next(fw for fw in published if fw.start_ms == BASE + 30 * MIN)
+    assert w30.record["counts"]["like"] == 1
+    assert len(published) == 38 and all(fw.record["followers"] == 1000 for fw in published)
