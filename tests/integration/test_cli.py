@@ -34,47 +34,30 @@ def alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
-def test_unreachable_broker_is_a_one_line_error() -> None:
-    port = broker.free_port()
-    env = {**os.environ, "ENGAGEMENT_BROKER": f"kafka://127.0.0.1:{port}"}
+def one_line_error(args: list[str], env: dict[str, str], needle: str, code: int = 2) -> None:
+    """Run the CLI and check it failed with `code` and a single line naming `needle`."""
     out = subprocess.run(
-        [*CLI, "worker", "--wait", "1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
+        [*CLI, *args], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT
     )
-    assert out.returncode == 2
+    assert out.returncode == code, out.stderr[-2000:]
     assert "Traceback" not in out.stderr
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "ENGAGEMENT_BROKER" in lines[0], out.stderr
+    assert len(lines) == 1 and needle in lines[0], out.stderr[-2000:]
+
+
+def test_unreachable_broker_is_a_one_line_error() -> None:
+    env = {**os.environ, "ENGAGEMENT_BROKER": f"kafka://127.0.0.1:{broker.free_port()}"}
+    one_line_error(["worker", "--wait", "1"], env, "ENGAGEMENT_BROKER")
 
 
 def test_missing_broker_binary_is_a_one_line_error(tmp_path: Path) -> None:
     env = {**os.environ, "CALF_TANSU_BIN": str(tmp_path / "no-such-tansu")}
-    out = subprocess.run(
-        [*CLI, "broker", "--port", str(broker.free_port())],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    assert out.returncode == 2
-    assert "Traceback" not in out.stderr
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "CALF_TANSU_BIN" in lines[0], out.stderr
+    one_line_error(["broker", "--port", str(broker.free_port())], env, "CALF_TANSU_BIN")
 
 
 def test_invalid_settings_are_a_one_line_error() -> None:
     env = {**os.environ, "ENGAGEMENT_WEB_PORT": "eighty"}
-    out = subprocess.run(
-        [*CLI, "worker"], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT
-    )
-    assert out.returncode != 0
-    assert "Traceback" not in out.stderr
-    assert "ENGAGEMENT_WEB_PORT" in out.stderr
+    one_line_error(["worker"], env, "ENGAGEMENT_WEB_PORT", code=1)
 
 
 def test_broker_command_runs_in_foreground_and_stops_on_ctrl_c() -> None:
@@ -136,15 +119,4 @@ def test_demo_shows_alerts_serves_metrics_and_stops_cleanly(tmp_path: Path) -> N
 def test_partition_count_mismatch_is_a_one_line_error(env: Env) -> None:
     """The internal topic exists with 4 partitions; a worker told 2 must refuse."""
     w = env.worker("", ENGAGEMENT_PARTITIONS="2")
-    out = subprocess.run(
-        [*CLI, "worker", "--wait", "5"],
-        env=w.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    assert out.returncode == 2, out.stderr[-2000:]
-    assert "Traceback" not in out.stderr
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "ENGAGEMENT_PARTITIONS=4" in lines[0], out.stderr[-2000:]
+    one_line_error(["worker", "--wait", "5"], w.env, "ENGAGEMENT_PARTITIONS=4")
