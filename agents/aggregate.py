@@ -23,6 +23,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from faust.types import TP
 
 from agents.delivery import fatal_on_failure
 from pipeline import alerts, deadletter, wire
@@ -63,6 +64,7 @@ class PartitionWork:
         self.outbox: dict[int, tuple[list[list[Any]], int]] = {}
         self.pending: dict[int, list[Any]] = {}  # delivery futures not yet awaited
         self.last_close: dict[int, int] = {}  # wall ms of each partition's last close
+        self.catch_up: dict[int, int] = {}  # partition -> end offset to re-read first
         self.last_label_refresh = 0.0
 
     def lock(self, p: int) -> asyncio.Lock:
@@ -87,6 +89,13 @@ class PartitionWork:
         marker = orjson.loads(raw_marker) if raw_marker else {}
         state = PartitionState()
         self.rt.aggregator.restore(state, deltas, marker)
+        # Until this worker has re-read the partition's backlog as it stood at the
+        # restore, publish nothing new: the restored watermark may already make windows
+        # final whose rows are in that backlog (their deltas were lost in the crash),
+        # and publishing first would turn those rows into late ones.
+        high = self.rt.app.consumer.highwater(TP(self.rt.events_topic.get_topic_name(), p))
+        if high:
+            self.catch_up[p] = high
         parts = int(marker.get("outbox_parts") or 0)
         if parts:
             entries = [e for i in range(parts) for e in orjson.loads(data[outbox_key(p, i)])]
@@ -111,6 +120,7 @@ class PartitionWork:
         """Forget a partition this worker no longer owns."""
         self.rt.states.pop(p, None)
         self.last_close.pop(p, None)
+        self.catch_up.pop(p, None)
         self.outbox.pop(p, None)
         self.pending.pop(p, None)
 
@@ -144,6 +154,10 @@ class PartitionWork:
             rt.aggregator.apply_progress(state, report, wall_ms)
         # Publishing costs two broker round trips (marker, outputs): do it at most every
         # CLOSE_EVERY_MS per partition, so a catch-up publishes in few large steps.
+        if p in self.catch_up:
+            if offset + 1 < self.catch_up[p]:
+                return
+            del self.catch_up[p]
         if wall_ms - self.last_close.get(p, 0) >= CLOSE_EVERY_MS:
             await self.close(p, state, wall_ms)
 
@@ -291,7 +305,7 @@ class PartitionWork:
         for p in sorted(rt.states):
             async with self.lock(p):
                 state = rt.states.get(p)
-                if state is None:
+                if state is None or p in self.catch_up:
                     continue
                 await self.close(p, state, wall_ms, prune=True)
             open_windows += len(state.windows)
