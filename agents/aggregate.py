@@ -4,13 +4,14 @@ changelog record per batch, and publishes final windows and alerts.
 Durability order per partition (every write goes straight to the producer, so
 faust's flush before each offset commit covers it):
 1. the batch's delta record;
-2. when windows close: a marker holding the close decision and the exact output
-   records (an outbox), awaited;
+2. when windows close: the exact output records (an outbox, in parts) and a
+   marker holding the close decision, all awaited;
 3. the outputs, awaited;
-4. a marker without the outbox.
+4. a marker without the outbox, and tombstones for its parts.
 A crash after 2 republishes the outbox on restart: the same windows with the
 same contents and the same alert ids, and rows for those windows are too late
-there exactly as they were in the run that crashed.
+there exactly as they were in the run that crashed. A failed delivery exits the
+worker (agents/delivery.py).
 """
 
 from __future__ import annotations
