@@ -14,123 +14,41 @@ the internal topic again (at new offsets) are caught by event_id dedup.
 from __future__ import annotations
 
 import heapq
-from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 from pipeline import rates, wire
 from pipeline.events import KINDS
-from pipeline.progress import Sources
-from pipeline.watermark import Watermark, WatermarkState
+from pipeline.retention import Retention
+from pipeline.state import (
+    SOURCE_STALE_MS,
+    AggregatorConfig,
+    Applied,
+    Delta,
+    FinalWindow,
+    PartitionState,
+    WindowAgg,
+    WindowKey,
+    dedup_id,
+)
+from pipeline.watermark import Watermark
 from pipeline.windows import is_final, rfc3339, window_bounds, window_start
 
-WindowKey = tuple[str, str, int, int]  # account_id, channel, size_ms, start_ms
-# Default for how long an input partition's last progress report counts.
-SOURCE_STALE_MS = 40_000
+__all__ = [
+    "SOURCE_STALE_MS",
+    "Aggregator",
+    "AggregatorConfig",
+    "Applied",
+    "Delta",
+    "FinalWindow",
+    "PartitionState",
+    "WindowAgg",
+    "WindowKey",
+    "dedup_id",
+]
 
 
-@dataclass(slots=True)
-class WindowAgg:
-    counts: dict[str, int] = field(default_factory=dict)
-    actors: set[str] = field(default_factory=set)
-    late: int = 0
-    impressions: int | None = None
-    reach: int | None = None
-    max_event_ms: int = 0
-    newest_broker_ms: int = 0  # broker append time of the newest contributing message
-
-
-@dataclass(frozen=True, slots=True)
-class FinalWindow:
-    start_ms: int
-    end_ms: int
-    record: dict[str, Any]  # the published engagement.windows value
-    newest_broker_ms: int
-
-
-@dataclass(slots=True)
-class PartitionState:
-    windows: dict[WindowKey, WindowAgg] = field(default_factory=dict)
-    dedup: OrderedDict[str, int] = field(default_factory=OrderedDict)  # event_id -> ts_ms
-    followers: dict[tuple[str, str], list[tuple[int, int]]] = field(default_factory=dict)
-    watermark: WatermarkState = field(default_factory=WatermarkState)
-    sources: Sources = field(default_factory=lambda: Sources(SOURCE_STALE_MS))
-    emitted_through_ms: int | None = None
-    applied_offset: int = -1
-    # Open windows by end time, and a heap of those ends: closing touches only the
-    # windows that close, however many are open (a held watermark keeps many open).
-    by_end: dict[int, list[WindowKey]] = field(default_factory=dict)
-    ends: list[int] = field(default_factory=list)
-    cooldowns: dict[str, int] = field(default_factory=dict)
-    seq: int = 0
-    # (seq, max window end, max event ts) of every retained delta, oldest first
-    deltas: deque[tuple[int, int, int]] = field(default_factory=deque)
-
-
-@dataclass(slots=True)
-class Delta:
-    """What one batch changed; the changelog record that replays it."""
-
-    seq: int
-    offset: int
-    rows: list[wire.Row]  # accepted rows
-    late_idx: list[int]  # indices of rows that arrived behind the watermark
-    max_window_end_ms: int
-    max_ts_ms: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "s": self.seq,
-            "o": self.offset,
-            "r": self.rows,
-            "l": self.late_idx,
-            "we": self.max_window_end_ms,
-            "mx": self.max_ts_ms,
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Delta:
-        return cls(d["s"], d["o"], d["r"], d["l"], d["we"], d["mx"])
-
-
-@dataclass(slots=True)
-class Applied:
-    delta: Delta | None  # None when the batch was already applied (or accepted nothing)
-    duplicates: int = 0
-    too_late: list[wire.Row] = field(default_factory=list)
-    late_counted: int = 0
-    skipped: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class AggregatorConfig:
-    sizes_ms: tuple[int, ...]
-    lateness_ms: int
-    grace_ms: int
-    idle_after_ms: int
-    horizon_ms: int
-    max_ids: int
-    weights: Mapping[str, float]
-    rate_basis: Mapping[str, str]
-    default_basis: str = "followers"
-    source_stale_ms: int = SOURCE_STALE_MS
-    max_cooldown_ms: int = 0  # longest alert cooldown: older cooldown entries are dropped
-
-
-def dedup_id(row: wire.Row) -> str:
-    """An interaction is identified by its channel and event_id (ids are unique per
-    platform). A snapshot has no id, but one account, channel and post reports at
-    most once per instant, so a redelivered snapshot is recognised too. A channel
-    never starts with the snapshot marker, so the two kinds of id cannot collide."""
-    if row[0] == wire.INTERACTION:
-        return f"{row[wire.I_CHANNEL]}\x1f{row[wire.I_ID]}"
-    post = row[wire.X_POST]
-    post_part = "" if post is None else f"p{post}"
-    return f"\x1e{row[wire.X_ACCOUNT]}\x1f{row[wire.X_CHANNEL]}\x1f{post_part}\x1f{row[wire.X_TS]}"
-
-
-class Aggregator:
+class Aggregator(Retention):
     def __init__(self, cfg: AggregatorConfig) -> None:
         self.cfg = cfg
 
@@ -257,31 +175,6 @@ class Aggregator:
                 i -= 1
             hist.insert(i, (ts, n))
 
-    def restore(
-        self, state: PartitionState, deltas: Iterable[Delta], marker: Mapping[str, Any]
-    ) -> None:
-        """Rebuild a partition's state from its marker and retained deltas (any order)."""
-        state.emitted_through_ms = marker.get("emitted_through_ms")
-        state.cooldowns = dict(marker.get("cooldowns", {}))
-        wm = state.watermark
-        wm.floor_ms = marker.get("watermark_ms")
-        # Followers levels whose deltas may have been pruned (see `marker`)
-        for account, channel, ts, n in marker.get("followers", ()):
-            self._add_followers(state, account, channel, ts, n)
-        for d in sorted(deltas, key=lambda d: d.seq):
-            late = set(d.late_idx)
-            for i, row in enumerate(d.rows):
-                ts = row[wire.I_TS] if row[0] == wire.INTERACTION else row[wire.X_TS]
-                state.dedup[dedup_id(row)] = ts
-                self._apply_row(state, row, i in late)
-            state.applied_offset = max(state.applied_offset, d.offset)
-            state.seq = max(state.seq, d.seq)
-            state.deltas.append((d.seq, d.max_window_end_ms, d.max_ts_ms))
-            if wm.max_event_ms is None or d.max_ts_ms > wm.max_event_ms:
-                wm.max_event_ms = d.max_ts_ms
-        state.seq = max(state.seq, int(marker.get("seq", 0)))
-        state.applied_offset = max(state.applied_offset, int(marker.get("applied_offset", -1)))
-
     # -- closing --------------------------------------------------------------
     def close_windows(
         self, state: PartitionState, wall_ms: int, max_windows: int | None = None
@@ -355,76 +248,3 @@ class Aggregator:
             "engagement_rate": rates.headline(by, basis),
             "rate_basis": basis,
         }
-
-    def marker(self, state: PartitionState) -> dict[str, Any]:
-        """The partition's small durable facts besides deltas."""
-        return {
-            "emitted_through_ms": state.emitted_through_ms,
-            "watermark_ms": state.watermark.floor_ms,
-            "cooldowns": state.cooldowns,
-            "seq": state.seq,
-            "applied_offset": state.applied_offset,
-            "followers": self._followers_before_cutoff(state),
-        }
-
-    def _followers_before_cutoff(self, state: PartitionState) -> list[list[Any]]:
-        """Per account x channel, the last followers level before the prune cutoff: prune
-        keeps it in memory but may tombstone the delta it came from."""
-        cutoff = self._cutoff(state)
-        if cutoff is None:
-            return []
-        out: list[list[Any]] = []
-        for (account, channel), hist in state.followers.items():
-            last = None
-            for entry in hist:  # sorted by event time
-                if entry[0] >= cutoff:
-                    break
-                last = entry
-            if last is not None:
-                out.append([account, channel, last[0], last[1]])
-        return out
-
-    # -- bounding -------------------------------------------------------------
-    def _cutoff(self, state: PartitionState) -> int | None:
-        """Event time before which nothing can matter any more: a horizon behind what is
-        both watermarked and published (windows final but not yet published still need
-        their rows' ids and their followers level)."""
-        wm, emitted = state.watermark.floor_ms, state.emitted_through_ms
-        if wm is None:
-            return None
-        return (wm if emitted is None else min(wm, emitted)) - self.cfg.horizon_ms
-
-    def prune(self, state: PartitionState) -> list[int]:
-        """Forget what can no longer matter; return seqs of deltas to tombstone."""
-        emitted = state.emitted_through_ms
-        cutoff = self._cutoff(state)
-        if cutoff is None or emitted is None:
-            return []
-        # Windows still to be evaluated start after this; a cooldown that ended before
-        # it can no longer silence anything.
-        earliest_start = emitted - self.cfg.grace_ms - max(self.cfg.sizes_ms)
-        for key in [
-            k
-            for k, end in state.cooldowns.items()
-            if end + self.cfg.max_cooldown_ms < earliest_start
-        ]:
-            del state.cooldowns[key]
-        dedup = state.dedup
-        while dedup:
-            first = next(iter(dedup))
-            if dedup[first] >= cutoff and len(dedup) <= self.cfg.max_ids:
-                break
-            dedup.popitem(last=False)
-        for hist in state.followers.values():
-            # keep the last level before the cutoff: open windows may still need it
-            i = 0
-            while i + 1 < len(hist) and hist[i + 1][0] < cutoff:
-                i += 1
-            if i:
-                del hist[:i]
-        dead: list[int] = []
-        deltas = state.deltas
-        grace = self.cfg.grace_ms
-        while deltas and deltas[0][1] + grace <= emitted and deltas[0][2] < cutoff:
-            dead.append(deltas.popleft()[0])
-        return dead

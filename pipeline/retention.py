@@ -1,0 +1,121 @@
+"""Durability of a partition's state: restoring it from changelog records, the
+marker record, and forgetting (tombstoning) what can no longer matter."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pipeline import wire
+from pipeline.state import AggregatorConfig, Delta, PartitionState, dedup_id
+
+
+class Retention:
+    """Mixed into `Aggregator`: restore replays deltas through its `_apply_row`."""
+
+    cfg: AggregatorConfig
+
+    def _apply_row(self, state: PartitionState, row: wire.Row, late: bool) -> int:
+        raise NotImplementedError
+
+    @staticmethod
+    def _add_followers(state: PartitionState, account: str, channel: str, ts: int, n: int) -> None:
+        raise NotImplementedError
+
+    def restore(
+        self, state: PartitionState, deltas: Iterable[Delta], marker: Mapping[str, Any]
+    ) -> None:
+        """Rebuild a partition's state from its marker and retained deltas (any order)."""
+        state.emitted_through_ms = marker.get("emitted_through_ms")
+        state.cooldowns = dict(marker.get("cooldowns", {}))
+        wm = state.watermark
+        wm.floor_ms = marker.get("watermark_ms")
+        # Followers levels whose deltas may have been pruned (see `marker`)
+        for account, channel, ts, n in marker.get("followers", ()):
+            self._add_followers(state, account, channel, ts, n)
+        for d in sorted(deltas, key=lambda d: d.seq):
+            late = set(d.late_idx)
+            for i, row in enumerate(d.rows):
+                ts = row[wire.I_TS] if row[0] == wire.INTERACTION else row[wire.X_TS]
+                state.dedup[dedup_id(row)] = ts
+                self._apply_row(state, row, i in late)
+            state.applied_offset = max(state.applied_offset, d.offset)
+            state.seq = max(state.seq, d.seq)
+            state.deltas.append((d.seq, d.max_window_end_ms, d.max_ts_ms))
+            if wm.max_event_ms is None or d.max_ts_ms > wm.max_event_ms:
+                wm.max_event_ms = d.max_ts_ms
+        state.seq = max(state.seq, int(marker.get("seq", 0)))
+        state.applied_offset = max(state.applied_offset, int(marker.get("applied_offset", -1)))
+
+    def marker(self, state: PartitionState) -> dict[str, Any]:
+        """The partition's small durable facts besides deltas."""
+        return {
+            "emitted_through_ms": state.emitted_through_ms,
+            "watermark_ms": state.watermark.floor_ms,
+            "cooldowns": state.cooldowns,
+            "seq": state.seq,
+            "applied_offset": state.applied_offset,
+            "followers": self._followers_before_cutoff(state),
+        }
+
+    def _followers_before_cutoff(self, state: PartitionState) -> list[list[Any]]:
+        """Per account x channel, the last followers level before the prune cutoff: prune
+        keeps it in memory but may tombstone the delta it came from."""
+        cutoff = self._cutoff(state)
+        if cutoff is None:
+            return []
+        out: list[list[Any]] = []
+        for (account, channel), hist in state.followers.items():
+            last = None
+            for entry in hist:  # sorted by event time
+                if entry[0] >= cutoff:
+                    break
+                last = entry
+            if last is not None:
+                out.append([account, channel, last[0], last[1]])
+        return out
+
+    # -- bounding -------------------------------------------------------------
+    def _cutoff(self, state: PartitionState) -> int | None:
+        """Event time before which nothing can matter any more: a horizon behind what is
+        both watermarked and published (windows final but not yet published still need
+        their rows' ids and their followers level)."""
+        wm, emitted = state.watermark.floor_ms, state.emitted_through_ms
+        if wm is None:
+            return None
+        return (wm if emitted is None else min(wm, emitted)) - self.cfg.horizon_ms
+
+    def prune(self, state: PartitionState) -> list[int]:
+        """Forget what can no longer matter; return seqs of deltas to tombstone."""
+        emitted = state.emitted_through_ms
+        cutoff = self._cutoff(state)
+        if cutoff is None or emitted is None:
+            return []
+        # Windows still to be evaluated start after this; a cooldown that ended before
+        # it can no longer silence anything.
+        earliest_start = emitted - self.cfg.grace_ms - max(self.cfg.sizes_ms)
+        for key in [
+            k
+            for k, end in state.cooldowns.items()
+            if end + self.cfg.max_cooldown_ms < earliest_start
+        ]:
+            del state.cooldowns[key]
+        dedup = state.dedup
+        while dedup:
+            first = next(iter(dedup))
+            if dedup[first] >= cutoff and len(dedup) <= self.cfg.max_ids:
+                break
+            dedup.popitem(last=False)
+        for hist in state.followers.values():
+            # keep the last level before the cutoff: open windows may still need it
+            i = 0
+            while i + 1 < len(hist) and hist[i + 1][0] < cutoff:
+                i += 1
+            if i:
+                del hist[:i]
+        dead: list[int] = []
+        deltas = state.deltas
+        grace = self.cfg.grace_ms
+        while deltas and deltas[0][1] + grace <= emitted and deltas[0][2] < cutoff:
+            dead.append(deltas.popleft()[0])
+        return dead

@@ -1,0 +1,117 @@
+"""The state of one partition of the internal events topic, as plain data: what a
+changelog record restores and what the unit tests build directly."""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline import wire
+from pipeline.progress import Sources
+from pipeline.watermark import WatermarkState
+
+WindowKey = tuple[str, str, int, int]  # account_id, channel, size_ms, start_ms
+# Default for how long an input partition's last progress report counts.
+SOURCE_STALE_MS = 40_000
+
+
+@dataclass(slots=True)
+class WindowAgg:
+    counts: dict[str, int] = field(default_factory=dict)
+    actors: set[str] = field(default_factory=set)
+    late: int = 0
+    impressions: int | None = None
+    reach: int | None = None
+    max_event_ms: int = 0
+    newest_broker_ms: int = 0  # broker append time of the newest contributing message
+
+
+@dataclass(frozen=True, slots=True)
+class FinalWindow:
+    start_ms: int
+    end_ms: int
+    record: dict[str, Any]  # the published engagement.windows value
+    newest_broker_ms: int
+
+
+@dataclass(slots=True)
+class PartitionState:
+    windows: dict[WindowKey, WindowAgg] = field(default_factory=dict)
+    dedup: OrderedDict[str, int] = field(default_factory=OrderedDict)  # event_id -> ts_ms
+    followers: dict[tuple[str, str], list[tuple[int, int]]] = field(default_factory=dict)
+    watermark: WatermarkState = field(default_factory=WatermarkState)
+    sources: Sources = field(default_factory=lambda: Sources(SOURCE_STALE_MS))
+    emitted_through_ms: int | None = None
+    applied_offset: int = -1
+    # Open windows by end time, and a heap of those ends: closing touches only the
+    # windows that close, however many are open (a held watermark keeps many open).
+    by_end: dict[int, list[WindowKey]] = field(default_factory=dict)
+    ends: list[int] = field(default_factory=list)
+    cooldowns: dict[str, int] = field(default_factory=dict)
+    seq: int = 0
+    # (seq, max window end, max event ts) of every retained delta, oldest first
+    deltas: deque[tuple[int, int, int]] = field(default_factory=deque)
+
+
+@dataclass(slots=True)
+class Delta:
+    """What one batch changed; the changelog record that replays it."""
+
+    seq: int
+    offset: int
+    rows: list[wire.Row]  # accepted rows
+    late_idx: list[int]  # indices of rows that arrived behind the watermark
+    max_window_end_ms: int
+    max_ts_ms: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "s": self.seq,
+            "o": self.offset,
+            "r": self.rows,
+            "l": self.late_idx,
+            "we": self.max_window_end_ms,
+            "mx": self.max_ts_ms,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Delta:
+        return cls(d["s"], d["o"], d["r"], d["l"], d["we"], d["mx"])
+
+
+@dataclass(slots=True)
+class Applied:
+    delta: Delta | None  # None when the batch was already applied (or accepted nothing)
+    duplicates: int = 0
+    too_late: list[wire.Row] = field(default_factory=list)
+    late_counted: int = 0
+    skipped: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AggregatorConfig:
+    sizes_ms: tuple[int, ...]
+    lateness_ms: int
+    grace_ms: int
+    idle_after_ms: int
+    horizon_ms: int
+    max_ids: int
+    weights: Mapping[str, float]
+    rate_basis: Mapping[str, str]
+    default_basis: str = "followers"
+    source_stale_ms: int = SOURCE_STALE_MS
+    max_cooldown_ms: int = 0  # longest alert cooldown: older cooldown entries are dropped
+
+
+def dedup_id(row: wire.Row) -> str:
+    """An interaction is identified by its channel and event_id (ids are unique per
+    platform). A snapshot has no id, but one account, channel and post reports at
+    most once per instant, so a redelivered snapshot is recognised too. A channel
+    never starts with the snapshot marker, so the two kinds of id cannot collide."""
+    if row[0] == wire.INTERACTION:
+        return f"{row[wire.I_CHANNEL]}\x1f{row[wire.I_ID]}"
+    post = row[wire.X_POST]
+    post_part = "" if post is None else f"p{post}"
+    return f"\x1e{row[wire.X_ACCOUNT]}\x1f{row[wire.X_CHANNEL]}\x1f{post_part}\x1f{row[wire.X_TS]}"
