@@ -40,6 +40,7 @@ CLOSE_EVERY_MS = 200
 # Windows published per close, so the marker that carries them stays far below the
 # broker's message size limit however far a catch-up moves the watermark at once.
 MAX_CLOSE = 400
+STATUS_EVERY_S = 10.0
 OUTBOX_PART = 300  # output records per outbox changelog record (~200 KB)
 
 
@@ -66,6 +67,7 @@ class PartitionWork:
         self.pending: dict[int, list[Any]] = {}  # delivery futures not yet awaited
         self.last_close: dict[int, int] = {}  # wall ms of each partition's last close
         self.catch_up: dict[int, int] = {}  # partition -> end offset to re-read first
+        self.last_status = 0.0
         self.last_label_refresh = 0.0
 
     def lock(self, p: int) -> asyncio.Lock:
@@ -316,12 +318,35 @@ class PartitionWork:
                 m.watermark_lag.labels(str(p)).set((wall_ms - wm) / 1000)
         m.open_windows.set(open_windows)
         m.dedup_ids.set(dedup_ids)
+        if time.monotonic() - self.last_status > STATUS_EVERY_S:
+            self.last_status = time.monotonic()
+            self.log_status(wall_ms)
         await self._lag()
         if time.monotonic() - self.last_label_refresh > 60:
             self.last_label_refresh = time.monotonic()
             for account in rt.labels.refresh():
                 with contextlib.suppress(KeyError):
                     m.account_events.remove(account)
+
+    def log_status(self, wall_ms: int) -> None:
+        """One line per partition: where its watermark stands and what holds it."""
+        for p, state in sorted(self.rt.states.items()):
+            held = [
+                f"{src}@{r.max_ts_ms}/lag={r.lag}"
+                for src, r in state.sources.reports.items()
+                if r.lag != 0 or r.max_ts_ms is None
+            ]
+            log.info(
+                "partition %d: watermark %s, published through %s, %d open windows, "
+                "catching up to %s, %d input partitions reported, not caught up: %s",
+                p,
+                state.watermark.floor_ms,
+                state.emitted_through_ms,
+                len(state.windows),
+                self.catch_up.get(p),
+                len(state.sources.reports),
+                ", ".join(held[:5]) or "none",
+            )
 
     async def on_revoked(self, revoked: set[Any]) -> None:
         events = self.rt.events_topic.get_topic_name()
@@ -360,5 +385,14 @@ def register(rt: Runtime) -> None:
         await work.on_revoked(revoked)
 
     rt.app.agent(rt.events_topic, name="engagement.aggregate")(aggregate)
-    rt.app.timer(interval=1.0)(work.tick)
+
+    async def tick() -> None:
+        # A timer whose body raises stops for good, silently: idle advance and the
+        # gauges would stop with it. Log and go on with the next tick.
+        try:
+            await work.tick()
+        except Exception:
+            log.exception("tick failed; retrying")
+
+    rt.app.timer(interval=1.0)(tick)
     rt.app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ partition, so watermarks never overtake an input partition that is behind.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import zlib
 from collections import Counter
@@ -29,6 +30,7 @@ from pipeline.validation import validate
 if TYPE_CHECKING:
     from agents.app import Runtime
 
+log = logging.getLogger("engagement.router")
 MAX_BATCH_BYTES = 512 * 1024  # keep forwarded messages well below the broker's limit
 
 
@@ -44,6 +46,7 @@ class Progress:
         self.max_ts: dict[Any, int] = {}  # TP -> newest event time forwarded
         self.next_offset: dict[Any, int] = {}  # TP -> next offset to process
         self.log_start: dict[Any, int] = {}  # TP -> earliest offset still in the log
+        self.log_start_retry = 0.0
         self.last_report: dict[str, list[int | None]] = {}
         self.last_sent = 0.0
 
@@ -53,17 +56,24 @@ class Progress:
         committed = getattr(consumer, "_committed_offset", {})
         out: dict[str, list[int | None]] = {}
         tps = [tp for tp in consumer.assignment() if tp.topic in raw_topics]
-        unknown = [tp for tp in tps if tp not in self.log_start]
-        if unknown:
-            # Records before the log start expired: without it, a partition with no
-            # committed offset whose records all expired would show a lag forever.
+        # Records before the log start expired: without it, a partition never read
+        # and never committed whose records all expired would show a lag forever.
+        unknown = [
+            tp
+            for tp in tps
+            if tp not in self.log_start and tp not in self.next_offset and committed.get(tp) is None
+        ]
+        if unknown and time.monotonic() >= self.log_start_retry:
             try:
                 earliest = await asyncio.wait_for(consumer.earliest_offsets(*unknown), 5.0)
                 self.log_start.update({tp: int(o or 0) for tp, o in earliest.items()})
             except Exception:  # lag stays conservative (holds) until the next try
-                pass
+                self.log_start_retry = time.monotonic() + 10.0
         for tp in tps:
-            high = consumer.highwater(tp)
+            try:
+                high = consumer.highwater(tp)
+            except Exception:  # the partition is moving in a rebalance: lag unknown
+                high = None
             # After a rebalance the committed offset may be ahead of what this router
             # last processed there.
             nxt = max(
@@ -145,6 +155,14 @@ def register(rt: Runtime) -> None:
                 invalid_metric.labels(reason).inc(n)
 
     async def report_progress() -> None:
+        # A timer whose body raises stops for good, silently; without reports every
+        # watermark would hold forever. Log and try again on the next tick.
+        try:
+            await send_progress()
+        except Exception:
+            log.exception("progress report failed; retrying")
+
+    async def send_progress() -> None:
         report = await progress.report(rt.app.consumer, families)
         now = time.monotonic()
         if not report or (
