@@ -23,6 +23,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from pipeline.events import KINDS, PRIORITIES, Invalid
 from pipeline.samples import MALFORMED, MALFORMED_EXPOSURE, VALID, VALID_EXPOSURE
 from pipeline.validation import TS_MAX_MS, TS_MIN_MS, validate
+from tests.unit.strategies import json_values, text
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 SCHEMA_FILES = sorted(p.name for p in SCHEMA_DIR.glob("*.json"))
@@ -116,19 +117,8 @@ def test_pre_parse_cases_are_really_unparseable() -> None:
 
 # --- agreement on generated messages --------------------------------------------------
 
-TEXT = st.text(st.characters(codec="utf-8"), max_size=10)
-SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | TEXT
-)
-ANY_JSON = st.recursive(
-    SCALARS,
-    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(TEXT, inner, max_size=2),
-    max_leaves=4,
-)
+TEXT = text(10)
+ANY_JSON = json_values(10, 2, 4)
 
 
 def _two(lo: int, hi: int) -> st.SearchStrategy[str]:

@@ -20,6 +20,7 @@ from pipeline.samples import (
     malformed_interaction_payloads,
 )
 from pipeline.validation import REASONS, TS_MAX_MS, TS_MIN_MS, validate
+from tests.unit.strategies import json_values, text
 
 PRE_PARSE = {"empty", "oversized", "not_utf8", "not_json"}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -252,19 +253,8 @@ def test_detail_names_field_not_value(name: str, reason: str, raw: bytes) -> Non
 
 # --- robustness ----------------------------------------------------------------
 
-TEXT = st.text(st.characters(codec="utf-8"), max_size=12)
-SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | TEXT
-)
-JSON = st.recursive(
-    SCALARS,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
-    max_leaves=6,
-)
+TEXT = text(12)
+JSON = json_values(12, 3, 6)
 FIELDS = [
     "event_id",
     "kind",
