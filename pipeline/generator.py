@@ -10,7 +10,6 @@ from __future__ import annotations
 import heapq
 import math
 import random
-import time
 from bisect import bisect
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +17,8 @@ from itertools import accumulate
 from typing import Any
 
 import orjson
+
+from pipeline.windows import rfc3339
 
 _KINDS = ("like", "comment", "share", "mention", "dm")  # replies come from the schedule
 TOPIC_SUFFIX: dict[str, str] = {**{k: k + "s" for k in _KINDS}, "reply": "replies"}
@@ -67,11 +68,6 @@ def diurnal_multiplier(ts_ms: int) -> float:
     i = int(hour)
     lo, hi = _HOURLY[i], _HOURLY[(i + 1) % 24]
     return (lo + (hi - lo) * (hour - i)) * _WEEKLY[(sec // 86400 + 3) % 7]
-
-
-def rfc3339(ts_ms: int) -> str:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts_ms // 1000))
-    return f"{stamp}.{ts_ms % 1000:03d}Z"
 
 
 def _poisson(rng: random.Random, lam: float) -> int:

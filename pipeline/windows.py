@@ -5,7 +5,7 @@ Windows are aligned to the epoch, so a 60 s window always starts on a minute.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
 
 
 def window_start(ts_ms: int, size_ms: int) -> int:
@@ -26,5 +26,5 @@ def is_final(end_ms: int, watermark_ms: int | None, grace_ms: int) -> bool:
 
 def rfc3339(ts_ms: int) -> str:
     """UTC RFC 3339 with millisecond precision, e.g. 2026-11-21T10:00:00.000Z."""
-    dt = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts_ms // 1000))
+    return f"{stamp}.{ts_ms % 1000:03d}Z"
