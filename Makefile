@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit test-integration lint bench clean
+.PHONY: help install demo test test-unit test-integration test-apache-kafka lint bench bench-restart clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -21,15 +21,25 @@ install: $(STAMP) ## create .venv and install the pipeline with its dev tools
 demo: $(STAMP) ## broker + worker + synthetic traffic, alerts shown live (Ctrl-C stops)
 	$(BIN)/engagement demo
 
-test: $(STAMP) ## the whole suite: lint, unit tests, integration tests on a broker it starts
+test: $(STAMP) ## the whole suite: lint, unit tests, integration tests on the embedded broker and on Apache Kafka
 	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest
+	@if [ -n "$$ENGAGEMENT_TEST_BROKER" ]; then \
+		echo "make test: integration tests ran against ENGAGEMENT_TEST_BROKER=$$ENGAGEMENT_TEST_BROKER only"; \
+	elif command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory test-apache-kafka; \
+	else \
+		echo "make test: SKIPPED the Apache Kafka pass: java and mvn are needed (integration tests ran on the embedded broker only)"; \
+	fi
 
 test-unit: $(STAMP) ## unit tests only (no broker)
 	$(BIN)/python -m pytest tests/unit
 
-test-integration: $(STAMP) ## integration tests only
+test-integration: $(STAMP) ## integration tests only (embedded broker, or ENGAGEMENT_TEST_BROKER)
 	$(BIN)/python -m pytest tests/integration
+
+test-apache-kafka: $(STAMP) ## integration tests on Apache Kafka 4.x (jars fetched once by mvn)
+	ENGAGEMENT_TEST_BROKER=apache-kafka $(BIN)/python -m pytest tests/integration
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check pipeline agents tests bench

@@ -10,9 +10,11 @@ import faust
 import mode
 from prometheus_client import CollectorRegistry
 
+from agents import faust_fixes
 from pipeline.aggregator import Aggregator, AggregatorConfig, PartitionState
 from pipeline.labels import AccountLabels
 from pipeline.metrics import EngagementMetrics
+from pipeline.security import faust_credentials
 from pipeline.settings import Settings
 
 RAW_TOPICS = {
@@ -69,9 +71,14 @@ def aggregator_config(s: Settings) -> AggregatorConfig:
 
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> Runtime:
     s = settings
+    faust_fixes.install()
     app = faust.App(
         s.app_id,
         broker=s.broker,
+        # TLS and SASL for every client faust creates (consumers, producers, the
+        # admin calls that create topics); the password never reaches a log line.
+        broker_credentials=faust_credentials(s),
+        processing_guarantee=s.processing_guarantee,
         store="memory://",
         autodiscover=False,
         datadir=s.data_dir,

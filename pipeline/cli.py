@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
 from collections.abc import Sequence
 
-from pipeline import broker, settings
+from pipeline import broker, security, settings
 
 
 def _settings() -> settings.Settings:
     try:
-        return settings.load()
+        s = settings.load()
+        security.ssl_context(s)  # unreadable TLS files, a wrong key password
     except settings.SettingsError as exc:
         raise SystemExit(f"engagement: invalid settings: {exc}") from None
+    security.redact_logs(s)
+    return s
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -36,6 +40,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     )
     logging.getLogger("kafka").setLevel(logging.WARNING)
     broker.wait_reachable(s.bootstrap_servers, timeout_s=args.wait)
+    security.check_login(s)
     from agents.app import ALERTS_TOPIC, DEADLETTER_TOPIC, EVENTS_TOPIC, RAW_TOPICS, WINDOWS_TOPIC
     from pipeline.topics import ensure_topics
 
@@ -45,6 +50,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         [s.topic(n) for n in names],
         s.partitions,
         exact=[s.topic(EVENTS_TOPIC)],
+        client_config=security.kafka_python_config(s),
     )
     from agents.worker import run
 
@@ -54,6 +60,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     s = _settings()
     broker.wait_reachable(s.bootstrap_servers, timeout_s=args.wait)
+    security.check_login(s)
     from pipeline.produce import generate_to_kafka
 
     n = generate_to_kafka(
@@ -79,12 +86,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     try:
-        settings.load(args.file, env={})
+        s = settings.load(args.file, env={})
+        security.ssl_context(s)
     except settings.SettingsError as exc:
         for path, reason in exc.problems:
             print(f"{args.file}: {path}: {reason}")
         return 1
     print(f"{args.file}: ok")
+    # The effective settings, defaults filled in; passwords are Secrets, shown masked.
+    for f in dataclasses.fields(s):
+        print(f"  {f.name} = {getattr(s, f.name)!r}")
     return 0
 
 
@@ -120,7 +131,9 @@ def parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
     c = sub.add_parser("config", help="configuration tools")
     csub = c.add_subparsers(dest="config_command", required=True)
-    cc = csub.add_parser("check", help="report every invalid key of a config file")
+    cc = csub.add_parser(
+        "check", help="report every invalid key of a config file, or the settings it gives"
+    )
     cc.add_argument("file")
     cc.set_defaults(func=cmd_config_check)
     return p

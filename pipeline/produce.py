@@ -7,6 +7,7 @@ import time
 from kafka import KafkaProducer
 
 from pipeline.generator import TrafficSpec, generate
+from pipeline.security import kafka_python_config
 from pipeline.settings import Settings
 
 
@@ -29,6 +30,7 @@ def generate_to_kafka(
         linger_ms=20,
         acks="all",
         client_id="engagement-generate",
+        **kafka_python_config(s),
     )
     spec = TrafficSpec(seed=seed, rate_per_s=rate, malformed_fraction=malformed)
     now_ms = int(time.time() * 1000)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,9 @@ from pipeline.events import KINDS
 RATE_BASES = ("followers", "reach", "impressions")
 ALERT_METRICS = ("engagement_rate", "weighted_engagement", "volume", "unique_actors")
 SEVERITIES = ("info", "warning", "critical")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
 _BROKER_RE = re.compile(r"^kafka://[A-Za-z0-9_.\-]+:\d{1,5}(,[A-Za-z0-9_.\-]+:\d{1,5})*$")
 
 
@@ -28,6 +31,35 @@ class SettingsError(ValueError):
     def __init__(self, problems: list[tuple[str, str]]) -> None:
         self.problems = problems
         super().__init__("; ".join(f"{p}: {r}" for p, r in problems))
+
+
+class Secret:
+    """A password: its repr and str are masked, so printing the settings, an error or a
+    log line never shows it. `reveal()` gives the value to the one place that needs it.
+    (Deliberately not a dataclass: `dataclasses.asdict` would copy the value out.)"""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str = "") -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __str__(self) -> str:
+        return "********" if self._value else ""
+
+    def __repr__(self) -> str:
+        return f"Secret({str(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +92,22 @@ class Settings:
     rebalance_timeout_s: float = 10.0  # ENGAGEMENT_REBALANCE_TIMEOUT_S
     heartbeat_interval_s: float = 1.0  # ENGAGEMENT_HEARTBEAT_INTERVAL_S
     commit_interval_s: float = 1.0  # ENGAGEMENT_COMMIT_INTERVAL_S
+    # PROCESSING_GUARANTEES: at_least_once, or exactly_once (faust's transactional mode)
+    processing_guarantee: str = "at_least_once"  # ENGAGEMENT_PROCESSING_GUARANTEE
+    # Broker security ([security] in the file): one of SECURITY_PROTOCOLS.
+    security_protocol: str = "PLAINTEXT"  # ENGAGEMENT_SECURITY_PROTOCOL
+    # SASL, for SASL_PLAINTEXT and SASL_SSL: mechanism one of SASL_MECHANISMS.
+    sasl_mechanism: str = ""  # ENGAGEMENT_SASL_MECHANISM
+    sasl_username: str = ""  # ENGAGEMENT_SASL_USERNAME
+    sasl_password: Secret = field(default_factory=Secret)  # ENGAGEMENT_SASL_PASSWORD
+    # TLS, for SSL and SASL_SSL: CA bundle (default: the system's CAs), and the
+    # client's certificate and key for mutual TLS (PEM files).
+    ssl_cafile: str = ""  # ENGAGEMENT_SSL_CAFILE
+    ssl_certfile: str = ""  # ENGAGEMENT_SSL_CERTFILE
+    ssl_keyfile: str = ""  # ENGAGEMENT_SSL_KEYFILE
+    # ENGAGEMENT_SSL_KEY_PASSWORD: if the key is encrypted
+    ssl_key_password: Secret = field(default_factory=Secret)
+    ssl_check_hostname: bool = True  # ENGAGEMENT_SSL_CHECK_HOSTNAME: true | false
     # Windows, in event time
     window_sizes_s: tuple[int, ...] = (60, 300)
     allowed_lateness_s: int = 10
@@ -120,9 +168,27 @@ class Settings:
     def max_window_s(self) -> int:
         return max(self.window_sizes_s)
 
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+
+def _flag(text: str) -> bool:
+    """An environment flag: true/false, 1/0, yes/no or on/off, any case."""
+    word = text.strip().lower()
+    if word in ("true", "1", "yes", "on"):
+        return True
+    if word in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(text)
+
 
 # Environment variables: name -> (field, parser)
-_ENV: dict[str, tuple[str, type]] = {
+_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ENGAGEMENT_BROKER": ("broker", str),
     "ENGAGEMENT_TOPIC_PREFIX": ("topic_prefix", str),
     "ENGAGEMENT_PARTITIONS": ("partitions", int),
@@ -137,7 +203,18 @@ _ENV: dict[str, tuple[str, type]] = {
     "ENGAGEMENT_IDLE_AFTER_S": ("idle_after_s", int),
     "ENGAGEMENT_ALLOWED_LATENESS_S": ("allowed_lateness_s", int),
     "ENGAGEMENT_GRACE_S": ("grace_s", int),
+    "ENGAGEMENT_PROCESSING_GUARANTEE": ("processing_guarantee", str),
+    "ENGAGEMENT_SECURITY_PROTOCOL": ("security_protocol", str),
+    "ENGAGEMENT_SASL_MECHANISM": ("sasl_mechanism", str),
+    "ENGAGEMENT_SASL_USERNAME": ("sasl_username", str),
+    "ENGAGEMENT_SASL_PASSWORD": ("sasl_password", Secret),
+    "ENGAGEMENT_SSL_CAFILE": ("ssl_cafile", str),
+    "ENGAGEMENT_SSL_CERTFILE": ("ssl_certfile", str),
+    "ENGAGEMENT_SSL_KEYFILE": ("ssl_keyfile", str),
+    "ENGAGEMENT_SSL_KEY_PASSWORD": ("ssl_key_password", Secret),
+    "ENGAGEMENT_SSL_CHECK_HOSTNAME": ("ssl_check_hostname", _flag),
 }
+_PARSER_NAMES: dict[Callable[[str], Any], str] = {_flag: "true or false", Secret: "str"}
 
 # TOML layout: (section path, key) -> field name
 _TOML_FIELDS: dict[str, str] = {
@@ -152,6 +229,16 @@ _TOML_FIELDS: dict[str, str] = {
     "rebalance_timeout_s": "rebalance_timeout_s",
     "heartbeat_interval_s": "heartbeat_interval_s",
     "commit_interval_s": "commit_interval_s",
+    "processing_guarantee": "processing_guarantee",
+    "security.protocol": "security_protocol",
+    "security.sasl_mechanism": "sasl_mechanism",
+    "security.sasl_username": "sasl_username",
+    "security.sasl_password": "sasl_password",
+    "security.ssl_cafile": "ssl_cafile",
+    "security.ssl_certfile": "ssl_certfile",
+    "security.ssl_keyfile": "ssl_keyfile",
+    "security.ssl_key_password": "ssl_key_password",
+    "security.ssl_check_hostname": "ssl_check_hostname",
     "windows.sizes_s": "window_sizes_s",
     "windows.allowed_lateness_s": "allowed_lateness_s",
     "windows.grace_s": "grace_s",
@@ -169,7 +256,10 @@ _TOML_FIELDS: dict[str, str] = {
     "limits.max_message_bytes": "max_message_bytes",
     "limits.max_future_s": "max_future_s",
 }
-_SECTIONS = {"windows", "ingest", "rates", "metrics", "dedup", "limits", "weights", "alerts"}
+_SECTIONS = {
+    *("windows", "ingest", "rates", "metrics", "dedup", "limits", "weights", "alerts"),
+    "security",
+}
 _RULE_KEYS = {"name", "metric", "op", "value", "accounts", "window_s", "severity", "cooldown_s"}
 
 
@@ -204,6 +294,12 @@ _LIST_OF: dict[str, type] = {"window_sizes_s": int, "metrics_accounts": str}
 def _check_type(path: str, value: Any, want: Any, problems: list[tuple[str, str]]) -> Any:
     if want is float and type(value) in (int, float):
         return float(value)
+    if want is Secret:
+        if type(value) is str:
+            return Secret(value)
+        # Never echo the value: it is a password.
+        problems.append((path, f"must be str, got {type(value).__name__}"))
+        return None
     if want is tuple:
         elem = _LIST_OF[_TOML_FIELDS[path]]
         if isinstance(value, list) and all(type(v) is elem for v in value):
@@ -320,6 +416,46 @@ def _validate(s: Settings, problems: list[tuple[str, str]]) -> None:
         problems.append(("dedup.max_ids_per_partition", "must be >= 1"))
     if s.max_message_bytes < 1:
         problems.append(("limits.max_message_bytes", "must be >= 1"))
+    if s.processing_guarantee not in PROCESSING_GUARANTEES:
+        problems.append(
+            ("processing_guarantee", f"must be one of {', '.join(PROCESSING_GUARANTEES)}")
+        )
+    _validate_security(s, problems)
+
+
+def _validate_security(s: Settings, problems: list[tuple[str, str]]) -> None:
+    def bad(name: str, reason: str) -> None:
+        path = f"security.{name}"
+        if all(p != path for p, _ in problems):  # one problem per path: a type error first
+            problems.append((path, reason))
+
+    if s.security_protocol not in SECURITY_PROTOCOLS:
+        bad("protocol", f"must be one of {', '.join(SECURITY_PROTOCOLS)}")
+        return
+    proto = f"security.protocol {s.security_protocol}"
+    sasl = [s.sasl_mechanism, s.sasl_username, s.sasl_password]
+    for name, value in zip(("sasl_mechanism", "sasl_username", "sasl_password"), sasl, strict=True):
+        if value and not s.uses_sasl:  # credentials that would be silently ignored
+            bad(name, f"set, but {proto} does not use SASL (use SASL_PLAINTEXT or SASL_SSL)")
+        elif s.uses_sasl and not value:
+            bad(name, f"required with {proto}")
+        elif name == "sasl_mechanism" and value and value not in SASL_MECHANISMS:
+            bad(name, f"must be one of {', '.join(SASL_MECHANISMS)}")
+    tls = [s.ssl_cafile, s.ssl_certfile, s.ssl_keyfile, s.ssl_key_password]
+    names = ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_key_password")
+    for name, value in zip(names, tls, strict=True):
+        if value and not s.uses_tls:
+            bad(name, f"set, but {proto} does not use TLS (use SSL or SASL_SSL)")
+        elif isinstance(value, str) and value and not Path(value).is_file():
+            bad(name, f"no such file: {value}")
+    if not s.uses_tls:
+        return
+    if s.ssl_certfile and not s.ssl_keyfile:
+        bad("ssl_keyfile", "required with ssl_certfile (for one PEM holding both, name it twice)")
+    if s.ssl_keyfile and not s.ssl_certfile:
+        bad("ssl_certfile", "required with ssl_keyfile")
+    if s.ssl_key_password and not s.ssl_keyfile:
+        bad("ssl_key_password", "set, but there is no ssl_keyfile")
 
 
 def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -364,7 +500,8 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
             try:
                 values[name] = parser(env[var])
             except ValueError:
-                problems.append((var, f"must be {parser.__name__}"))
+                expected = _PARSER_NAMES.get(parser) or getattr(parser, "__name__", "valid")
+                problems.append((var, f"must be {expected}"))
     settings = Settings(**values)
     _validate(settings, problems)
     if problems:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
@@ -20,17 +21,20 @@ def ensure_topics(
     partitions: int,
     timeout_s: float = 30.0,
     exact: Iterable[str] = (),
+    client_config: Mapping[str, Any] | None = None,
 ) -> None:
     """Create missing topics with `partitions` partitions. Topics named in `exact`
-    must have exactly that many (the router partitions by crc32 mod partitions)."""
+    must have exactly that many (the router partitions by crc32 mod partitions).
+    `client_config` is extra KafkaAdminClient configuration, such as
+    `pipeline.security.kafka_python_config(settings)`."""
     names, exact = list(names), set(exact)
+    config = {"client_id": "engagement-admin", "request_timeout_ms": 10_000}
+    config.update(client_config or {})
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            admin = KafkaAdminClient(
-                bootstrap_servers=bootstrap, client_id="engagement-admin", request_timeout_ms=10_000
-            )
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, **config)
         except KafkaError as exc:
             last = exc
             time.sleep(0.5)

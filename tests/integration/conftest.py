@@ -1,9 +1,12 @@
 """Integration fixtures: one broker per session, a fresh topic set and consumer group
 per test, and a real worker process.
 
-By default the suite starts the embedded broker itself. Set
-ENGAGEMENT_TEST_BROKER=kafka://host:port to run it against an existing broker
-(for example `docker compose up kafka`, which listens on localhost:9092).
+ENGAGEMENT_TEST_BROKER chooses the broker:
+- unset or `embedded`: the suite starts the embedded broker itself;
+- `apache-kafka`: the suite starts a single-node Apache Kafka 4.x (KRaft) from jars
+  that Maven fetches once (needs `java` and `mvn`);
+- `kafka://host:port`: an existing broker, for example `docker compose up kafka`,
+  which listens on localhost:9092.
 """
 
 from __future__ import annotations
@@ -27,17 +30,48 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline import broker
 from pipeline.topics import ensure_topics
+from tests.kafka.apache_kafka import ApacheKafka, KafkaUnavailable, tools_present
 
 ROOT = Path(__file__).resolve().parents[2]
 RAW = ["likes", "comments", "shares", "mentions", "dms", "replies", "exposure"]
 OUTPUTS = ["engagement.events", "engagement.windows", "engagement.alerts", "engagement.deadletter"]
 
 
+def broker_choice() -> str:
+    return os.environ.get("ENGAGEMENT_TEST_BROKER", "embedded") or "embedded"
+
+
+def apache_kafka_pass() -> bool:
+    """True when this run's broker is an Apache Kafka the suite started itself."""
+    return broker_choice() == "apache-kafka"
+
+
+# Tests that stop or reconfigure a broker start their own Apache Kafka; they run
+# in the Apache Kafka pass of `make test` (one visible skip in the others).
+needs_own_apache_kafka = pytest.mark.skipif(
+    not apache_kafka_pass(),
+    reason="starts its own Apache Kafka: runs with ENGAGEMENT_TEST_BROKER=apache-kafka",
+)
+
+
 @pytest.fixture(scope="session")
 def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    external = os.environ.get("ENGAGEMENT_TEST_BROKER")
-    if external:
-        servers = external.removeprefix("kafka://")
+    choice = broker_choice()
+    if choice == "apache-kafka":
+        if not tools_present():
+            pytest.fail("ENGAGEMENT_TEST_BROKER=apache-kafka needs `java` and `mvn` on PATH")
+        kafka = ApacheKafka(tmp_path_factory.mktemp("apache-kafka"))
+        try:
+            kafka.start()
+        except KafkaUnavailable as exc:
+            pytest.fail(str(exc))
+        try:
+            yield kafka.bootstrap
+        finally:
+            kafka.stop()
+        return
+    if choice != "embedded":
+        servers = choice.removeprefix("kafka://")
         broker.wait_reachable(servers, timeout_s=10)
         yield servers
         return

@@ -1,0 +1,202 @@
+"""A single-node Apache Kafka 4.x broker in KRaft mode, for the integration suite.
+
+The jars come from Maven Central through `tests/kafka/pom.xml`
+(`mvn dependency:copy-dependencies`) and are cached in
+`$ENGAGEMENT_KAFKA_CACHE` (default `~/.cache/engagement-pipeline`), so only the
+first run downloads anything. Each broker gets free ports, its own data
+directory and a log file that the tests print when they fail.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+POM = HERE / "pom.xml"
+
+
+class KafkaUnavailable(RuntimeError):
+    """Java or Maven is missing, or the jars could not be fetched."""
+
+
+def tools_present() -> bool:
+    return bool(shutil.which("java") and shutil.which("mvn"))
+
+
+def cache_root() -> Path:
+    default = Path.home() / ".cache" / "engagement-pipeline"
+    return Path(os.environ.get("ENGAGEMENT_KAFKA_CACHE", default))
+
+
+def jars(timeout_s: float = 600) -> Path:
+    """The directory of broker jars, fetched once per pom version."""
+    digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:12]
+    libs = cache_root() / f"apache-kafka-{digest}"
+    if (libs / ".complete").exists():
+        return libs
+    if not tools_present():
+        raise KafkaUnavailable("Apache Kafka needs `java` and `mvn` on PATH")
+    tmp = libs.with_name(libs.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    cmd = [
+        "mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+        f"-DoutputDirectory={tmp}", "-DincludeScope=runtime",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    if done.returncode != 0:
+        raise KafkaUnavailable(f"mvn could not fetch the Kafka jars:\n{done.stdout[-3000:]}")
+    (tmp / ".complete").write_text(digest)
+    shutil.rmtree(libs, ignore_errors=True)
+    tmp.rename(libs)
+    return libs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class ApacheKafka:
+    """One broker+controller process. `sasl_users` adds a SASL_PLAINTEXT listener
+    (PLAIN and SCRAM-SHA-256/512) on `sasl_port`; the PLAINTEXT listener stays for
+    admin work and inter-broker traffic."""
+
+    def __init__(self, workdir: Path, sasl_users: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.controller_port = free_port()
+        self.sasl_users = sasl_users or {}
+        self.sasl_port = free_port() if self.sasl_users else 0
+        self.log_path = workdir / "kafka.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._formatted = False
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.sasl_port}"
+
+    def _properties(self) -> str:
+        listeners = [
+            f"PLAINTEXT://127.0.0.1:{self.port}",
+            f"CONTROLLER://127.0.0.1:{self.controller_port}",
+        ]
+        advertised = [f"PLAINTEXT://127.0.0.1:{self.port}"]
+        protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+        lines = []
+        if self.sasl_users:
+            listeners.append(f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}")
+            advertised.append(f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}")
+            protocols.append("SASL_PLAINTEXT:SASL_PLAINTEXT")
+            users = " ".join(f'user_{u}="{p}"' for u, p in self.sasl_users.items())
+            lines += [
+                "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+                "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};",
+                "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            ]
+        lines += [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+            f"listeners={','.join(listeners)}",
+            f"advertised.listeners={','.join(advertised)}",
+            "controller.listener.names=CONTROLLER",
+            f"listener.security.protocol.map={','.join(protocols)}",
+            "inter.broker.listener.name=PLAINTEXT",
+            f"log.dirs={self.workdir / 'data'}",
+            "num.partitions=1",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=4",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "transaction.state.log.num.partitions=4",
+            # A test's consumer group should not wait 3 s for more members.
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=true",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        return [
+            "java", "-Xms256m", "-Xmx768m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+            f"-Dlog4j2.configurationFile={HERE / 'log4j2.properties'}",
+            "-cp", f"{jars()}/*", main, *args,
+        ]  # fmt: skip
+
+    def _format(self) -> None:
+        props = self.workdir / "server.properties"
+        props.write_text(self._properties(), encoding="utf-8")
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cmd = self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props))
+        for user, password in self.sasl_users.items():
+            for mech in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+                cmd += ["--add-scram", f"{mech}=[name={user},password={password}]"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise KafkaUnavailable(f"kafka storage format failed:\n{done.stdout[-3000:]}")
+        self._formatted = True
+
+    def start(self, timeout_s: float = 60) -> ApacheKafka:
+        """Start (or restart, keeping its data) and wait until the broker accepts
+        connections."""
+        if not self._formatted:
+            self._format()
+        props = str(self.workdir / "server.properties")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            self._java("kafka.Kafka", props),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise KafkaUnavailable(f"Apache Kafka exited:\n{self.log()}")
+            if _listening(self.port) and "Kafka Server started" in self.log():
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise KafkaUnavailable(f"Apache Kafka did not start in {timeout_s} s:\n{self.log()}")
+
+    def stop(self, timeout_s: float = 30) -> None:
+        """A clean shutdown (SIGTERM), as an operator's restart would do."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-6000:]
+        except FileNotFoundError:
+            return ""
