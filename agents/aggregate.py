@@ -108,6 +108,7 @@ class PartitionWork:
             self.rt.aggregator.cfg.source_stale_ms,
             settle_until_ms=int(time.time() * 1000) + SETTLE_MS,
             required=True,
+            expected=self.input_partitions(),
         )
         if deltas or marker:
             log.info(
@@ -118,6 +119,18 @@ class PartitionWork:
                 len(self.outbox.get(p, ((), 0))[0]),
             )
         return state
+
+    def input_partitions(self) -> frozenset[str] | None:
+        """Every partition of every input topic, as routers name them in reports;
+        None while the consumer's metadata does not know a topic yet."""
+        consumer = self.rt.app.consumer
+        out: set[str] = set()
+        for topic in self.rt.raw_topics:
+            n = consumer.topic_partitions(topic)
+            if not n:
+                return None
+            out.update(f"{topic}:{i}" for i in range(n))
+        return frozenset(out)
 
     def drop(self, p: int) -> None:
         """Forget a partition this worker no longer owns."""
@@ -305,11 +318,14 @@ class PartitionWork:
             return  # states are rebuilt by the agent once recovery has completed
         wall_ms = int(time.time() * 1000)
         open_windows = dedup_ids = 0
+        inputs = self.input_partitions()  # input topics may have gained partitions
         for p in sorted(rt.states):
             async with self.lock(p):
                 state = rt.states.get(p)
                 if state is None or p in self.catch_up:
                     continue
+                if inputs is not None:
+                    state.sources.expected = inputs
                 await self.close(p, state, wall_ms, prune=True)
             open_windows += len(state.windows)
             dedup_ids += len(state.dedup)
@@ -331,7 +347,7 @@ class PartitionWork:
     def log_status(self, wall_ms: int) -> None:
         """One line per partition: where its watermark stands and what holds it."""
         for p, state in sorted(self.rt.states.items()):
-            held = [
+            held = [f"{src} not reported" for src in state.sources.missing()] + [
                 f"{src}@{r.max_ts_ms}/lag={r.lag}"
                 for src, r in state.sources.reports.items()
                 if r.lag != 0 or r.max_ts_ms is None

@@ -18,7 +18,12 @@ own watermarks (like Flink's watermark alignment across input channels):
 - one with a backlog but no event seen yet blocks the watermark;
 - one whose router stopped reporting (killed, or lost the partition in a
   rebalance) holds at its last position without idle advance until it is
-  reported again by its new owner, or for at most `stale_ms`.
+  reported again by its new owner, or for at most `stale_ms`;
+- in a worker every input partition must be reported: one that nobody reports
+  (its reader died and the group has not reassigned it yet, or a report went
+  stale) holds the watermark. A restarted worker that owns only some input
+  partitions would otherwise close windows whose events wait, unread, in the
+  partitions of a dead group member.
 """
 
 from __future__ import annotations
@@ -51,6 +56,17 @@ class Sources:
     # After a (re)start nothing is known about other routers' input partitions:
     # the watermark holds until then.
     settle_until_ms: int | None = None
+    # Every input partition ("topic:partition"), when `required`; None until the
+    # worker knows the input topics' partition counts (holds meanwhile).
+    expected: frozenset[str] | None = None
+
+    def missing(self) -> list[str]:
+        """Input partitions that must be reported and are not (sorted)."""
+        if not self.required:
+            return []
+        if self.expected is None:
+            return ["<input partitions not known yet>"]
+        return sorted(s for s in self.expected if s not in self.reports)
 
     def update(self, report: Mapping[str, list[int | None]], wall_ms: int) -> None:
         for source, (max_ts, lag) in report.items():
@@ -71,12 +87,13 @@ class Sources:
             if wall_ms < self.settle_until_ms:
                 return BLOCKED
             self.settle_until_ms = None
+        for source in [s for s, r in self.reports.items() if wall_ms - r.wall_ms > self.stale_ms]:
+            del self.reports[source]
+        if self.missing():
+            return BLOCKED
         wm: int | None = None
-        for source, r in list(self.reports.items()):
+        for r in self.reports.values():
             age = wall_ms - r.wall_ms
-            if age > self.stale_ms:
-                del self.reports[source]
-                continue
             if r.max_ts_ms is None:
                 if r.lag == 0:
                     continue  # nothing valid read yet, and nothing pending

@@ -139,12 +139,37 @@ def test_in_a_worker_no_report_yet_holds_instead_of_using_the_partitions_own_eve
     """A worker always runs routers: before any report arrives the watermark holds,
     so a partition that happened to receive a fast input's events first cannot run
     ahead of the others."""
-    assert wm(Sources(STALE, required=True)) == BLOCKED
-    s = Sources(STALE, required=True)
+    assert wm(Sources(STALE, required=True, expected=frozenset({"likes:0"}))) == BLOCKED
+    s = Sources(STALE, required=True, expected=frozenset({"likes:0"}))
     s.update({"likes:0": [None, 0]}, WALL)  # heard: an empty input partition
     assert wm(s) is None  # nothing constrains it; the partition's own events decide
     agg = Aggregator(cfg(lateness_ms=0, grace_ms=0))
-    st = PartitionState(sources=Sources(STALE, required=True))
+    st = PartitionState(sources=Sources(STALE, required=True, expected=frozenset({"likes:0"})))
     agg.apply_batch(st, [ia("fast", BASE + 30 * MIN)], 0, WALL)
     assert agg.close_windows(st, WALL) == []
     assert agg.apply_batch(st, [ia("slow", BASE)], 1, WALL).too_late == []
+
+
+def test_an_input_partition_nobody_reports_holds_the_watermark() -> None:
+    """A restarted worker may own only some input partitions while the group still
+    waits for a dead member: nobody reads the others, and their unread events must
+    not become late. So every input partition must be reported before any advance."""
+    both = frozenset({"likes:0", "likes:1"})
+    s = Sources(STALE, required=True, expected=both)
+    s.update({"likes:0": [BASE + 30 * MIN, 0]}, WALL)
+    assert s.missing() == ["likes:1"]
+    assert wm(s) == BLOCKED
+    s.update({"likes:1": [BASE + MIN, 7]}, WALL)
+    assert s.missing() == [] and wm(s) == BASE + MIN - LATE
+    # its reader goes silent for longer than the stale limit: held again, not dropped
+    s.update({"likes:0": [BASE + 31 * MIN, 0]}, WALL + STALE)
+    assert wm(s, WALL + STALE + 1) == BLOCKED and s.missing() == ["likes:1"]
+
+
+def test_unknown_input_partitions_hold() -> None:
+    """Until the worker knows the input topics' partition counts nothing advances."""
+    s = Sources(STALE, required=True)
+    s.update({"likes:0": [BASE, 0]}, WALL)
+    assert wm(s) == BLOCKED
+    s.expected = frozenset({"likes:0"})
+    assert wm(s) == BASE - LATE
