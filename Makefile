@@ -48,5 +48,8 @@ lint: $(STAMP) ## ruff and mypy
 bench: $(STAMP) ## throughput of the worker against a raw consumer (200k events)
 	$(BIN)/python bench/throughput.py --events 200000
 
+bench-restart: $(STAMP) ## restart time after kill -9 with 1M events of state, against a clean start
+	$(BIN)/python bench/restart.py --events 1000000
+
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -9,7 +9,11 @@ emitted. If the value parses as a JSON object (orjson; if orjson refuses it, the
 standard library's more lenient parser is tried, which also accepts NaN, lone
 surrogates and UTF-16/32) and that object has a top-level "text" key, the key is
 removed and the re-serialized object is embedded instead of the original bytes;
-`redacted` lists the removed fields. Values that do not parse as a JSON object
+`redacted` lists the removed fields. An object nested deeper than both parsers go
+(orjson stops at 1024 levels, the standard library at its recursion limit) is still
+an object: its top-level members are found by a scan that matches strings and
+brackets in a loop, and the "text" members are cut out of the original text (the
+other members stay verbatim). Values that do not parse as a JSON object
 (not JSON, truncated JSON, arrays, scalars, undecodable bytes), and values over
 MAX_PARSE_BYTES, which are not parsed at all, are embedded unchanged apart from
 truncation: we cannot find text in them, so they may still contain it. An empty
@@ -31,6 +35,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -66,7 +71,8 @@ def _dumps_stdlib(obj: Any) -> bytes:
 
 def _parse_object(value: bytes) -> tuple[dict[str, Any], Callable[[Any], bytes]] | None:
     """The value as a JSON object and the encoder matching the parser that read it,
-    or None if it is not an object (or too big to parse)."""
+    or None if it is not an object (or too big to parse). Raises RecursionError if it
+    nests deeper than both parsers go."""
     if len(value) > MAX_PARSE_BYTES:
         return None
     dumps: Callable[[Any], bytes] = orjson.dumps
@@ -76,14 +82,17 @@ def _parse_object(value: bytes) -> tuple[dict[str, Any], Callable[[Any], bytes]]
         dumps = _dumps_stdlib
         try:
             obj = json.loads(value)
-        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        except ValueError:  # UnicodeDecodeError is a ValueError
             return None
     return (obj, dumps) if isinstance(obj, dict) else None
 
 
 def _redact(value: bytes) -> tuple[bytes, list[str]]:
     """The bytes to embed for `value` and the names of the fields removed from it."""
-    parsed = _parse_object(value)
+    try:
+        parsed = _parse_object(value)
+    except RecursionError:  # an object (perhaps) too deep to parse: scan it instead
+        return _cut_members(value) or (value, [])
     if parsed is None:
         return value, []
     obj, dumps = parsed
@@ -97,7 +106,101 @@ def _redact(value: bytes) -> tuple[bytes, list[str]]:
             return encode(obj), removed
         except (TypeError, ValueError, RecursionError):  # e.g. orjson's depth limit of 254
             continue
-    return b"", removed  # unencodable: embed nothing rather than the text
+    cut = _cut_members(value)  # too deep to re-encode: cut the text out of the original
+    return (cut[0] if cut and cut[1] == removed else b""), removed
+
+
+# A JSON string (escapes skipped, not checked); a bracket, or a quote that opens a
+# string that never ends.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}"]', re.DOTALL)
+_SCALAR = re.compile(r"[^\s,\]}]+")
+_WS = re.compile(r"[ \t\n\r]*")
+_CLOSER = {"[": "]", "{": "}"}
+
+
+def _cut_members(value: bytes) -> tuple[bytes, list[str]] | None:
+    """`value` with its top-level PERSONAL_FIELDS cut out of the text, found without
+    recursion however deep the value nests, and the fields removed; None if the value
+    is not text shaped like a JSON object."""
+    try:
+        encoding = json.detect_encoding(value)
+        text = value.decode(encoding)
+    except (UnicodeDecodeError, LookupError):
+        return None
+    members = _members(text)
+    if members is None:
+        return None
+    removed = [f for f in PERSONAL_FIELDS if any(key == f for key, _ in members)]
+    if not removed:
+        return value, []
+    kept = ",".join(member for key, member in members if key not in PERSONAL_FIELDS)
+    return ("{" + kept + "}").encode(encoding), removed
+
+
+def _members(s: str) -> list[tuple[str, str]] | None:
+    """(key, member text) of each top-level member of the JSON object text `s`, or
+    None if `s` is not shaped like one. Nested values are only matched, not checked."""
+    i = _ws(s, 0)
+    if not s.startswith("{", i):
+        return None
+    i = _ws(s, i + 1)
+    members: list[tuple[str, str]] = []
+    if not s.startswith("}", i):
+        while True:
+            m = _STRING.match(s, i)
+            if m is None:
+                return None
+            try:
+                key = json.loads(m.group())
+            except ValueError:
+                return None
+            j = _ws(s, m.end())
+            if not s.startswith(":", j):
+                return None
+            end = _value_end(s, _ws(s, j + 1))
+            if end is None:
+                return None
+            members.append((key, s[i:end]))
+            i = _ws(s, end)
+            if s.startswith("}", i):
+                break
+            if not s.startswith(",", i):
+                return None
+            i = _ws(s, i + 1)
+    return members if _ws(s, i + 1) == len(s) else None
+
+
+def _ws(s: str, i: int) -> int:
+    """The index of the first character at or after i that is not JSON whitespace."""
+    m = _WS.match(s, i)
+    return m.end() if m else i
+
+
+def _value_end(s: str, i: int) -> int | None:
+    """Where the JSON value starting at s[i] ends. Nesting is followed with a stack of
+    the closing brackets expected, so no depth is too deep."""
+    if i >= len(s):
+        return None
+    if s[i] == '"':
+        m = _STRING.match(s, i)
+        return m.end() if m else None
+    if s[i] not in _CLOSER:
+        m = _SCALAR.match(s, i)
+        return m.end() if m else None
+    expected: list[str] = []
+    for m in _TOKEN.finditer(s, i):
+        token = m.group()
+        if token in ("[", "{"):
+            expected.append(_CLOSER[token])
+        elif token in ("]", "}"):
+            if not expected or expected.pop() != token:
+                return None
+            if not expected:
+                return m.end()
+        elif token == '"':  # a string that never ends
+            return None
+    return None
 
 
 def _cap(data: bytes | None, cap: int) -> tuple[bytes | None, bool]:

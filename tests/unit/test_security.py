@@ -120,12 +120,12 @@ def test_defaults_are_plaintext_and_at_least_once() -> None:
 
 
 def test_sasl_from_the_environment() -> None:
-    s = load(env={**SASL_ENV, "ENGAGEMENT_PROCESSING_GUARANTEE": "exactly_once"})
+    s = load(env={**SASL_ENV, "ENGAGEMENT_PROCESSING_GUARANTEE": "at_least_once"})
     assert s.security_protocol == "SASL_PLAINTEXT" and s.uses_sasl and not s.uses_tls
     assert s.sasl_mechanism == "SCRAM-SHA-256"
     assert s.sasl_username == "svc-engagement"
     assert isinstance(s.sasl_password, Secret) and s.sasl_password.reveal() == PASSWORD
-    assert s.processing_guarantee == "exactly_once"
+    assert s.processing_guarantee == "at_least_once"
 
 
 def test_tls_from_the_environment(pki: Pki) -> None:
@@ -163,7 +163,7 @@ def test_a_flag_that_is_not_a_flag() -> None:
 
 SECURITY_FILE = f"""
 broker = "kafka://k1:9093"
-processing_guarantee = "exactly_once"
+processing_guarantee = "at_least_once"
 
 [security]
 protocol = "SASL_PLAINTEXT"
@@ -181,7 +181,7 @@ def test_security_from_the_file(tmp_path: Path) -> None:
     assert s.sasl_username == "file-user"
     assert s.sasl_password == Secret(PASSWORD)
     assert s.ssl_check_hostname is False
-    assert s.processing_guarantee == "exactly_once"
+    assert s.processing_guarantee == "at_least_once"
 
 
 def test_the_environment_wins_over_the_file(tmp_path: Path) -> None:
@@ -226,6 +226,8 @@ def test_unknown_security_keys_are_reported(tmp_path: Path) -> None:
          "security.ssl_cafile", "no such file: /no/such/ca.pem"),
         ({"ENGAGEMENT_PROCESSING_GUARANTEE": "exactly-once"}, "processing_guarantee",
          "at_least_once, exactly_once"),
+        ({"ENGAGEMENT_PROCESSING_GUARANTEE": "exactly_once"}, "processing_guarantee",
+         "exactly_once is not supported"),
     ],
 )  # fmt: skip
 def test_each_invalid_security_setting_is_reported(
@@ -297,7 +299,7 @@ def test_config_check_prints_the_settings_with_passwords_masked(
     assert "  security_protocol = 'SASL_PLAINTEXT'" in lines
     assert "  sasl_username = 'file-user'" in lines
     assert "  sasl_password = Secret('********')" in lines
-    assert "  processing_guarantee = 'exactly_once'" in lines
+    assert "  processing_guarantee = 'at_least_once'" in lines
     assert PASSWORD not in out
     names = {line.split(" = ")[0].strip() for line in lines[1:]}
     assert names == {f.name for f in dataclasses.fields(Settings)}
@@ -438,9 +440,8 @@ def test_the_faust_app_gets_the_credentials_and_the_guarantee() -> None:
 
     from agents.app import create_app
 
-    rt = create_app(sasl(sasl_mechanism="SCRAM-SHA-256", processing_guarantee="exactly_once"))
+    rt = create_app(sasl(sasl_mechanism="SCRAM-SHA-256"))
     conf = rt.app.conf
-    assert conf.processing_guarantee == ProcessingGuarantee.EXACTLY_ONCE
     auth = dict(credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context))
     assert auth["security_protocol"] == "SASL_PLAINTEXT"
     assert auth["sasl_mechanism"] == "SCRAM-SHA-256"
