@@ -54,8 +54,17 @@ needs_own_apache_kafka = pytest.mark.skipif(
 )
 
 
+def point_at_log(request: pytest.FixtureRequest, what: str, log: Path) -> None:
+    """After a failed run, say where the broker's log was kept."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if request.session.testsfailed and reporter is not None:
+        reporter.write_line(f"{what} log (kept): {log}")
+
+
 @pytest.fixture(scope="session")
-def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def bootstrap(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     choice = broker_choice()
     if choice == "apache-kafka":
         if not tools_present():
@@ -69,6 +78,7 @@ def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             yield kafka.bootstrap
         finally:
             kafka.stop()
+            point_at_log(request, "Apache Kafka", kafka.log_path)
         return
     if choice != "embedded":
         servers = choice.removeprefix("kafka://")
@@ -82,6 +92,7 @@ def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"127.0.0.1:{port}"
     finally:
         broker.stop(proc)
+        point_at_log(request, "embedded broker", log)
 
 
 class Worker:
