@@ -7,7 +7,6 @@ Every setting that has an environment variable names it beside its field.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -15,14 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.events import KINDS
-
-RATE_BASES = ("followers", "reach", "impressions")
-ALERT_METRICS = ("engagement_rate", "weighted_engagement", "volume", "unique_actors")
-SEVERITIES = ("info", "warning", "critical")
-SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
-_BROKER_RE = re.compile(r"^kafka://[A-Za-z0-9_.\-]+:\d{1,5}(,[A-Za-z0-9_.\-]+:\d{1,5})*$")
+from pipeline.settings_checks import (
+    ALERT_METRICS,
+    SEVERITIES,
+    validate,
+)
 
 
 class SettingsError(ValueError):
@@ -364,110 +360,6 @@ def _rules(raw: Any, problems: list[tuple[str, str]]) -> tuple[ThresholdRule, ..
     return tuple(rules)
 
 
-def _validate(s: Settings, problems: list[tuple[str, str]]) -> None:
-    if not _BROKER_RE.match(s.broker):
-        problems.append(("broker", "must look like kafka://host:port"))
-    if not 1 <= s.partitions <= 1024:
-        problems.append(("partitions", "must be in 1..1024"))
-    if not 0 <= s.web_port <= 65535:
-        problems.append(("web_port", "must be a TCP port (0..65535)"))
-    if not s.window_sizes_s or any(w <= 0 or 86400 % w for w in s.window_sizes_s):
-        problems.append(("windows.sizes_s", "each size must be a positive divisor of 86400"))
-    elif len(set(s.window_sizes_s)) != len(s.window_sizes_s):
-        problems.append(("windows.sizes_s", "sizes must be distinct"))
-    for name in ("allowed_lateness_s", "grace_s", "idle_after_s"):
-        if getattr(s, name) < 0:
-            problems.append((f"windows.{name.removesuffix('_s')}_s", "must be >= 0"))
-    for kind, weight in s.weights.items():
-        if kind not in KINDS:
-            problems.append((f"weights.{kind}", f"unknown kind (one of {', '.join(KINDS)})"))
-        elif type(weight) not in (int, float):
-            problems.append((f"weights.{kind}", "must be a number"))
-    if s.default_rate_basis not in RATE_BASES:
-        problems.append(("rates.default_basis", f"must be one of {', '.join(RATE_BASES)}"))
-    for acct, basis in s.rate_basis_by_account.items():
-        if basis not in RATE_BASES:
-            problems.append((f"rates.by_account.{acct}", f"must be one of {', '.join(RATE_BASES)}"))
-    if s.window_sizes_s and s.dedup_horizon_s < s.max_window_s + s.grace_s + s.allowed_lateness_s:
-        problems.append(
-            ("dedup.horizon_s", "must cover the largest window plus lateness and grace")
-        )
-    names = [rule.name for rule in s.thresholds]
-    for name in sorted({n for n in names if names.count(n) > 1}):
-        problems.append((f"alerts.thresholds.{name}", "duplicate rule name"))
-    for rule in s.thresholds:
-        if rule.window_s not in s.window_sizes_s:
-            problems.append((f"alerts.thresholds.{rule.name}.window_s", "not a configured size"))
-    if s.progress_interval_s <= 0:
-        problems.append(("ingest.progress_interval_s", "must be > 0"))
-    if s.batch_within_s <= 0:
-        problems.append(("ingest.batch_within_s", "must be > 0"))
-    if s.progress_stale_s < s.session_timeout_s + s.rebalance_timeout_s:
-        problems.append(
-            ("ingest.progress_stale_s", "must cover session_timeout_s + rebalance_timeout_s")
-        )
-    if not 0 < s.max_future_s <= 86400:
-        problems.append(("limits.max_future_s", "must be in 1..86400"))
-    if s.batch_max < 1:
-        problems.append(("ingest.batch_max", "must be >= 1"))
-    if s.metrics_top_accounts < 0:
-        problems.append(("metrics.top_accounts", "must be >= 0"))
-    if s.dedup_max_ids < 1:
-        problems.append(("dedup.max_ids_per_partition", "must be >= 1"))
-    if s.max_message_bytes < 1:
-        problems.append(("limits.max_message_bytes", "must be >= 1"))
-    if s.processing_guarantee == "exactly_once":
-        # Measured on Apache Kafka 4.1: faust 0.15.3's transactional mode crashed the
-        # worker and lost events (README, "Processing guarantee").
-        problems.append(
-            (
-                "processing_guarantee",
-                "exactly_once is not supported (faust's transactions do not cover the "
-                "router's repartitioning); at_least_once gives idempotent outputs",
-            )
-        )
-    elif s.processing_guarantee not in PROCESSING_GUARANTEES:
-        problems.append(
-            ("processing_guarantee", f"must be one of {', '.join(PROCESSING_GUARANTEES)}")
-        )
-    _validate_security(s, problems)
-
-
-def _validate_security(s: Settings, problems: list[tuple[str, str]]) -> None:
-    def bad(name: str, reason: str) -> None:
-        path = f"security.{name}"
-        if all(p != path for p, _ in problems):  # one problem per path: a type error first
-            problems.append((path, reason))
-
-    if s.security_protocol not in SECURITY_PROTOCOLS:
-        bad("protocol", f"must be one of {', '.join(SECURITY_PROTOCOLS)}")
-        return
-    proto = f"security.protocol {s.security_protocol}"
-    sasl = [s.sasl_mechanism, s.sasl_username, s.sasl_password]
-    for name, value in zip(("sasl_mechanism", "sasl_username", "sasl_password"), sasl, strict=True):
-        if value and not s.uses_sasl:  # credentials that would be silently ignored
-            bad(name, f"set, but {proto} does not use SASL (use SASL_PLAINTEXT or SASL_SSL)")
-        elif s.uses_sasl and not value:
-            bad(name, f"required with {proto}")
-        elif name == "sasl_mechanism" and value and value not in SASL_MECHANISMS:
-            bad(name, f"must be one of {', '.join(SASL_MECHANISMS)}")
-    tls = [s.ssl_cafile, s.ssl_certfile, s.ssl_keyfile, s.ssl_key_password]
-    names = ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_key_password")
-    for name, value in zip(names, tls, strict=True):
-        if value and not s.uses_tls:
-            bad(name, f"set, but {proto} does not use TLS (use SSL or SASL_SSL)")
-        elif isinstance(value, str) and value and not Path(value).is_file():
-            bad(name, f"no such file: {value}")
-    if not s.uses_tls:
-        return
-    if s.ssl_certfile and not s.ssl_keyfile:
-        bad("ssl_keyfile", "required with ssl_certfile (for one PEM holding both, name it twice)")
-    if s.ssl_keyfile and not s.ssl_certfile:
-        bad("ssl_certfile", "required with ssl_keyfile")
-    if s.ssl_key_password and not s.ssl_keyfile:
-        bad("ssl_key_password", "set, but there is no ssl_keyfile")
-
-
 def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Build settings from a TOML file and the environment; raise SettingsError listing
     every problem at once."""
@@ -513,7 +405,7 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
                 expected = _PARSER_NAMES.get(parser) or getattr(parser, "__name__", "valid")
                 problems.append((var, f"must be {expected}"))
     settings = Settings(**values)
-    _validate(settings, problems)
+    validate(settings, problems)
     if problems:
         raise SettingsError(problems)
     return settings
