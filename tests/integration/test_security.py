@@ -1,16 +1,18 @@
-"""SASL against Apache Kafka: the worker and the generator log in with PLAIN, SCRAM-SHA-256
-and SCRAM-SHA-512, the password never reaches a log, and a wrong one stops the worker
-with a one-line error.
+"""SASL and TLS against Apache Kafka: the worker and the generator log in with PLAIN,
+SCRAM-SHA-256 and SCRAM-SHA-512, also over TLS; the password never reaches a log, and a
+wrong one (or an untrusted certificate) stops the worker with a one-line error.
 
-The broker is this module's own Apache Kafka with a SASL_PLAINTEXT listener (its
-PLAINTEXT listener serves the test's producer and reader), so it needs `java` and
-`mvn`, whatever ENGAGEMENT_TEST_BROKER says.
+The broker is this module's own Apache Kafka with SASL_PLAINTEXT and SASL_SSL
+listeners (its PLAINTEXT listener serves the test's producer and reader), so it needs
+`java` and `mvn`, whatever ENGAGEMENT_TEST_BROKER says, and `openssl` for the TLS
+certificates.
 """
 
 from __future__ import annotations
 
 import random
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -21,7 +23,12 @@ import pytest
 
 from tests.integration.conftest import RAW, ROOT, Env, wait_for
 from tests.integration.test_windows import BASE_MS, TOPIC_OF, by_key, make_events, truth
-from tests.kafka.apache_kafka import ApacheKafka, KafkaUnavailable, tools_present
+from tests.kafka.apache_kafka import (
+    ApacheKafka,
+    KafkaUnavailable,
+    make_certificates,
+    tools_present,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +53,11 @@ horizon_s = 1800
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheKafka]:
     if not tools_present():
         pytest.skip("needs `java` and `mvn` on PATH to run Apache Kafka with SASL")
-    broker = ApacheKafka(tmp_path_factory.mktemp("sasl-kafka"), sasl_users={USER: PASSWORD})
+    if not shutil.which("openssl"):
+        pytest.skip("needs `openssl` on PATH for the broker's TLS certificate")
+    broker = ApacheKafka(
+        tmp_path_factory.mktemp("sasl-kafka"), sasl_users={USER: PASSWORD}, tls=True
+    )
     try:
         broker.start()
     except KafkaUnavailable as exc:
@@ -91,13 +102,28 @@ def cli(
     )
 
 
-@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+def tls_vars(kafka: ApacheKafka, mechanism: str, ca_file: Path | None = None) -> dict[str, str]:
+    return {
+        **sasl_vars(kafka, mechanism),
+        "ENGAGEMENT_BROKER": f"kafka://{kafka.tls_bootstrap}",
+        "ENGAGEMENT_SECURITY_PROTOCOL": "SASL_SSL",
+        "ENGAGEMENT_SSL_CAFILE": str(ca_file or kafka.ca_file),
+    }
+
+
+@pytest.mark.parametrize(
+    ("mechanism", "tls"),
+    [("PLAIN", False), ("SCRAM-SHA-256", False), ("SCRAM-SHA-512", False), ("PLAIN", True),
+     ("SCRAM-SHA-512", True)],
+    ids=["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN-over-TLS", "SCRAM-SHA-512-over-TLS"],
+)  # fmt: skip
 def test_worker_logs_in_with_sasl_and_publishes_windows(
-    kafka: ApacheKafka, sasl_env: Env, mechanism: str
+    kafka: ApacheKafka, sasl_env: Env, mechanism: str, tls: bool
 ) -> None:
     env = sasl_env
     events = make_events(random.Random(7), 60, ["acme", "globex"], span_ms=3 * 60_000)
-    worker = env.worker(CONFIG, **sasl_vars(kafka, mechanism)).start()
+    login = tls_vars(kafka, mechanism) if tls else sasl_vars(kafka, mechanism)
+    worker = env.worker(CONFIG, **login).start()
     for ev in events:
         env.send(TOPIC_OF[ev["kind"]], ev)
     env.close_all(BASE_MS + 3600_000)
@@ -173,3 +199,18 @@ def test_wrong_password_stops_the_worker_with_a_one_line_error(
     assert "ENGAGEMENT_SASL_PASSWORD" in error
     assert "Traceback" not in output
     assert WRONG_PASSWORD not in output and PASSWORD not in output
+
+
+def test_an_untrusted_broker_certificate_stops_the_worker_with_a_one_line_error(
+    kafka: ApacheKafka, sasl_env: Env, tmp_path: Path
+) -> None:
+    """The broker's certificate checked against another CA: refused before any login."""
+    other_ca, _ = make_certificates(tmp_path)
+    worker = sasl_env.worker(CONFIG, **tls_vars(kafka, "PLAIN", ca_file=other_ca))
+    done = cli(["worker", "--loglevel", "info"], worker.env, timeout_s=60)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith("engagement: "), output
+    assert "certificate" in error, error
+    assert "Traceback" not in output and PASSWORD not in output

@@ -74,18 +74,51 @@ def _listening(port: int) -> bool:
         return False
 
 
+def make_certificates(workdir: Path) -> tuple[Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 and localhost, made with
+    the `openssl` command. -> (CA certificate, server key+certificate PEM)"""
+    ca_key, ca, key, csr, cert = (
+        workdir / n for n in ("ca.key", "ca.pem", "server.key", "server.csr", "server.crt")
+    )
+    ext = workdir / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n", encoding="utf-8")
+    steps = [
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
+         "-days", "2", "-subj", "/CN=engagement test CA"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+         "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", cert, "-days", "2", "-extfile", ext],
+    ]  # fmt: skip
+    for step in steps:
+        done = subprocess.run(["openssl", *map(str, step)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise KafkaUnavailable(f"openssl failed: {done.stderr[-2000:]}")
+    keystore = workdir / "server-keystore.pem"  # Kafka's PEM keystore: key, then chain
+    keystore.write_text(key.read_text() + cert.read_text(), encoding="utf-8")
+    return ca, keystore
+
+
 class ApacheKafka:
     """One broker+controller process. `sasl_users` adds a SASL_PLAINTEXT listener
-    (PLAIN and SCRAM-SHA-256/512) on `sasl_port`; the PLAINTEXT listener stays for
+    (PLAIN and SCRAM-SHA-256/512) on `sasl_port`, and with `tls` a SASL_SSL one on
+    `tls_port` whose CA certificate is `ca_file`; the PLAINTEXT listener stays for
     admin work and inter-broker traffic."""
 
-    def __init__(self, workdir: Path, sasl_users: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, sasl_users: dict[str, str] | None = None, tls: bool = False
+    ) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.controller_port = free_port()
         self.sasl_users = sasl_users or {}
         self.sasl_port = free_port() if self.sasl_users else 0
+        self.tls_port = free_port() if tls and self.sasl_users else 0
+        self.ca_file: Path | None = None
+        self._keystore: Path | None = None
+        if self.tls_port:
+            self.ca_file, self._keystore = make_certificates(workdir)
         self.log_path = workdir / "kafka.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self._formatted = False
@@ -97,6 +130,10 @@ class ApacheKafka:
     @property
     def sasl_bootstrap(self) -> str:
         return f"127.0.0.1:{self.sasl_port}"
+
+    @property
+    def tls_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.tls_port}"
 
     def _properties(self) -> str:
         listeners = [
@@ -119,6 +156,21 @@ class ApacheKafka:
                 "org.apache.kafka.common.security.scram.ScramLoginModule required;",
                 "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
                 "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            ]
+        if self.tls_port:
+            listeners.append(f"SASL_SSL://127.0.0.1:{self.tls_port}")
+            advertised.append(f"SASL_SSL://127.0.0.1:{self.tls_port}")
+            protocols.append("SASL_SSL:SASL_SSL")
+            users = " ".join(f'user_{u}="{p}"' for u, p in self.sasl_users.items())
+            lines += [
+                "listener.name.sasl_ssl.plain.sasl.jaas.config="
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};",
+                "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                "ssl.keystore.type=PEM",
+                f"ssl.keystore.location={self._keystore}",
             ]
         lines += [
             "process.roles=broker,controller",

@@ -20,23 +20,10 @@ from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
 from pipeline import broker, cli, security
 from pipeline.settings import Secret, Settings, SettingsError, load
+from tests.unit.test_settings import problems_of, write
 
 PASSWORD = "Pw-4d1e-never-shown"
 KEY_PASSWORD = "KeyPw-90ab-never-shown"
-
-
-def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def problems_of(path: Path | None, env: dict[str, str] | None = None) -> dict[str, str]:
-    with pytest.raises(SettingsError) as info:
-        load(path, env={} if env is None else env)
-    found = dict(info.value.problems)
-    assert len(found) == len(info.value.problems), "one problem per path"
-    return found
 
 
 SASL_ENV = {
