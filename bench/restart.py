@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 import uuid
@@ -25,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from harness import BASE_MS, CHANNELS, KINDS, BenchError, Msg, Procs, broker_and_processes, producer
 from kafka import KafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -33,14 +33,6 @@ from agents.app import ALERTS_TOPIC, DEADLETTER_TOPIC, EVENTS_TOPIC, RAW_TOPICS,
 from pipeline import broker
 from pipeline.topics import ensure_topics
 
-KINDS = {
-    "like": ("social.likes", 60),
-    "comment": ("social.comments", 20),
-    "share": ("social.shares", 10),
-    "mention": ("social.mentions", 10),
-}
-CHANNELS = ("instagram", "x", "facebook", "tiktok")
-BASE_MS = 1_714_521_600_000  # 2024-05-01T00:00:00Z
 LATENESS_S = 3600  # watermark = newest event - 1 h: nothing in the data's minutes closes
 PROBE = 1_000  # new events sent at each start, into the same open windows
 # Worker log lines that mark the phases of a start (the first one of each; the last
@@ -50,12 +42,6 @@ MARKS = {
     "recovered": "[^---Recovery]: Recovery complete",
     "replayed": "restored partition",
 }
-Msg = tuple[str, bytes, bytes]  # topic, key, value
-Procs = list[subprocess.Popen[bytes]]
-
-
-class BenchError(RuntimeError):
-    pass
 
 
 class Traffic:
@@ -107,13 +93,7 @@ async def produce(
     bootstrap: str, msgs: Iterator[Msg] | list[Msg], partition_of: Callable[[Msg], int | None]
 ) -> int:
     """Produce in order, in chunks (bounded memory); return how many were produced."""
-    p = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        linger_ms=20,
-        acks=1,
-        max_batch_size=256 * 1024,
-        max_request_size=4 << 20,
-    )
+    p = producer(bootstrap)
     await p.start()
     n = 0
     try:
@@ -543,30 +523,25 @@ def main() -> int:
     ap.add_argument("--idle", type=float, default=60.0, help="give up after s without output")
     ap.add_argument("--keep-logs", type=Path, help="copy the worker and broker logs here")
     args = ap.parse_args()
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up as on Ctrl-C
-    procs: Procs = []
-    port = broker.free_port()
-    bootstrap = args.broker.removeprefix("kafka://") if args.broker else f"127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory(prefix="engagement-restart-") as tmp:
-        try:
-            if not args.broker:
-                procs.append(broker.start(port, log_path=Path(tmp) / "broker.log"))
-            res = asyncio.run(bench(args, bootstrap, Path(tmp), procs))
-        except (TimeoutError, BenchError, broker.BrokerError) as exc:
-            print(f"benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-            for log in sorted(Path(tmp).glob("worker-*.log")):
-                tail = log.read_text(errors="replace")[-3000:]
-                print(f"--- {log.name} (tail) ---\n{tail}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            return 130
-        finally:
-            for p in reversed(procs):  # workers first, the broker last
-                broker.stop(p, timeout_s=15)
-            if args.keep_logs:
-                args.keep_logs.mkdir(parents=True, exist_ok=True)
-                for log in Path(tmp).glob("*.log"):
-                    shutil.copy(log, args.keep_logs / log.name)
+    try:
+        with broker_and_processes(args, "engagement-restart-") as (bootstrap, tmp, procs):
+            try:
+                res = asyncio.run(bench(args, bootstrap, tmp, procs))
+            except (TimeoutError, BenchError, broker.BrokerError):
+                for log in sorted(tmp.glob("worker-*.log")):
+                    tail = log.read_text(errors="replace")[-3000:]
+                    print(f"--- {log.name} (tail) ---\n{tail}", file=sys.stderr)
+                raise
+            finally:
+                if args.keep_logs:
+                    args.keep_logs.mkdir(parents=True, exist_ok=True)
+                    for log in tmp.glob("*.log"):
+                        shutil.copy(log, args.keep_logs / log.name)
+    except (TimeoutError, BenchError, broker.BrokerError) as exc:
+        print(f"benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
     print(table(res))
     if args.json:
         args.json.write_text(json.dumps(res, indent=2, default=list) + "\n")

@@ -9,10 +9,8 @@ import json
 import os
 import platform
 import random
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 import uuid
@@ -21,28 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from harness import BASE_MS, CHANNELS, KINDS, BenchError, Msg, Procs, broker_and_processes, producer
 from kafka import KafkaAdminClient
 
 from agents.app import ALERTS_TOPIC, DEADLETTER_TOPIC, EVENTS_TOPIC, RAW_TOPICS, WINDOWS_TOPIC
 from pipeline import broker
 from pipeline.topics import ensure_topics
 
-KINDS = {
-    "like": ("social.likes", 60),
-    "comment": ("social.comments", 20),
-    "share": ("social.shares", 10),
-    "mention": ("social.mentions", 10),
-}
-CHANNELS = ("instagram", "x", "facebook", "tiktok")
-BASE_MS = 1_714_521_600_000  # 2024-05-01T00:00:00Z
 SPAN_MS = 3_600_000  # the data covers one hour of event time
-Msg = tuple[str, bytes, bytes]  # topic, key, value
-Procs = list[subprocess.Popen[bytes]]
-
-
-class BenchError(RuntimeError):
-    pass
 
 
 def make_events(
@@ -94,13 +79,7 @@ def make_events(
 
 async def produce(bootstrap: str, msgs: list[Msg]) -> dict[tuple[str, int], int]:
     """Produce in order; return the end offset of every partition written to."""
-    p = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        linger_ms=20,
-        acks=1,
-        max_batch_size=256 * 1024,
-        max_request_size=4 << 20,
-    )
+    p = producer(bootstrap)
     await p.start()
     try:
         sent = await asyncio.gather(*[await p.send(t, v, key=k) for t, k, v in msgs])
@@ -357,24 +336,15 @@ def main() -> int:
         help="closing events only once the worker committed all data",
     )
     args = ap.parse_args()
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up as on Ctrl-C
-    procs: Procs = []
-    port = broker.free_port()
-    bootstrap = args.broker.removeprefix("kafka://") if args.broker else f"127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory(prefix="engagement-bench-") as tmp:
-        try:
-            if not args.broker:
-                procs.append(broker.start(port, log_path=Path(tmp) / "broker.log"))
-            coro = bench(args, bootstrap, Path(tmp), procs)
+    try:
+        with broker_and_processes(args, "engagement-bench-") as (bootstrap, tmp, procs):
+            coro = bench(args, bootstrap, tmp, procs)
             res = asyncio.run(asyncio.wait_for(coro, args.timeout))
-        except (TimeoutError, BenchError, broker.BrokerError) as exc:
-            print(f"benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            return 130
-        finally:
-            for p in reversed(procs):  # the worker first, the broker last
-                broker.stop(p, timeout_s=15)
+    except (TimeoutError, BenchError, broker.BrokerError) as exc:
+        print(f"benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
     print(table(res))
     for line in res["worker_log_errors"]:
         print(f"worker log: {line}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import threading
 import time
 from collections import defaultdict
@@ -254,13 +255,21 @@ def test_two_workers_one_killed_survivor_takes_over(env: Env) -> None:
     survivor = env.worker(config, app_id=app_id).start()
     doomed = env.worker(config, app_id=app_id).start()
     # Both members own partitions before the stream starts.
-    assigned = "Setting newly assigned partitions"
 
-    def assignments(w: Worker) -> int:
-        return w.log_path.read_text(errors="replace").count(assigned)
+    def generation(w: Worker) -> int | None:
+        """The group generation this member last received its partitions in."""
+        log = w.log_path.read_text(errors="replace")
+        joined = list(re.finditer(r"Joined group '[^']+' \(generation (\d+)\)", log))
+        if not joined or "Setting newly assigned partitions" not in log[joined[-1].end() :]:
+            return None
+        return int(joined[-1][1])
 
-    wait_for(lambda: assignments(doomed) >= 1, 60, "the second member's assignment", doomed)
-    wait_for(lambda: assignments(survivor) >= 2, 60, "the rebalance", survivor)
+    wait_for(
+        lambda: generation(doomed) is not None and generation(doomed) == generation(survivor),
+        60,
+        "both members to share one assignment",
+        survivor,
+    )
     feeder = Feeder(env, sends, rng, per_s=3000)
     feeder.start()
     time.sleep(rng.uniform(3.0, 6.0))

@@ -1,0 +1,63 @@
+"""What the benchmarks share: the synthetic data's shape, a fast producer, and the
+broker and processes they start and always stop."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from pipeline import broker
+
+KINDS = {
+    "like": ("social.likes", 60),
+    "comment": ("social.comments", 20),
+    "share": ("social.shares", 10),
+    "mention": ("social.mentions", 10),
+}
+CHANNELS = ("instagram", "x", "facebook", "tiktok")
+BASE_MS = 1_714_521_600_000  # 2024-05-01T00:00:00Z
+Msg = tuple[str, bytes, bytes]  # topic, key, value
+Procs = list[subprocess.Popen[bytes]]
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def producer(bootstrap: str) -> AIOKafkaProducer:
+    """Large batches and leader-only acks: producing is setup, not what is measured."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        linger_ms=20,
+        acks=1,
+        max_batch_size=256 * 1024,
+        max_request_size=4 << 20,
+    )
+
+
+@contextlib.contextmanager
+def broker_and_processes(
+    args: argparse.Namespace, prefix: str
+) -> Iterator[tuple[str, Path, Procs]]:
+    """-> (bootstrap, a temporary directory, the list to register started processes
+    in). Starts the embedded broker unless `args.broker` names one; on the way out
+    stops every process, the workers first and the broker last."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up as on Ctrl-C
+    procs: Procs = []
+    port = broker.free_port()
+    bootstrap = args.broker.removeprefix("kafka://") if args.broker else f"127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        try:
+            if not args.broker:
+                procs.append(broker.start(port, log_path=Path(tmp) / "broker.log"))
+            yield bootstrap, Path(tmp), procs
+        finally:
+            for p in reversed(procs):
+                broker.stop(p, timeout_s=15)
