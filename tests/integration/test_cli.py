@@ -34,6 +34,13 @@ def alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
+def interruptible() -> None:
+    """Run the child as a terminal's foreground process is run: SIGINT (Ctrl-C) at
+    its default. A suite started in the background by a non-interactive shell
+    inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def one_line_error(args: list[str], env: dict[str, str], needle: str, code: int = 2) -> None:
     """Run the CLI and check it failed with `code` and a single line naming `needle`."""
     out = subprocess.run(
@@ -67,6 +74,7 @@ def test_broker_command_runs_in_foreground_and_stops_on_ctrl_c() -> None:
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        preexec_fn=interruptible,
     )
     try:
         wait_for(lambda: broker.port_open("127.0.0.1", port), 20, "broker port")
@@ -90,6 +98,7 @@ def test_demo_shows_alerts_serves_metrics_and_stops_cleanly(tmp_path: Path) -> N
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
+            preexec_fn=interruptible,
         )
     try:
         wait_for(
