@@ -205,13 +205,18 @@ class ApacheKafka:
         props = self.workdir / "server.properties"
         props.write_text(self._properties(), encoding="utf-8")
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        cmd = self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props))
+        # `--cluster-id=` form: a base64url id may start with "-", which would be read
+        # as an option.
+        cmd = self._java(
+            "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props)
+        )
         for user, password in self.sasl_users.items():
             for mech in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
                 cmd += ["--add-scram", f"{mech}=[name={user},password={password}]"]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
-            raise KafkaUnavailable(f"kafka storage format failed:\n{done.stdout[-3000:]}")
+            output = (done.stdout + done.stderr)[-3000:]
+            raise KafkaUnavailable(f"kafka storage format failed:\n{output}")
         self._formatted = True
 
     def start(self, timeout_s: float = 60) -> ApacheKafka:
