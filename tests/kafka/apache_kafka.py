@@ -143,34 +143,26 @@ class ApacheKafka:
         advertised = [f"PLAINTEXT://127.0.0.1:{self.port}"]
         protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
         lines = []
-        if self.sasl_users:
-            listeners.append(f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}")
-            advertised.append(f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}")
-            protocols.append("SASL_PLAINTEXT:SASL_PLAINTEXT")
-            users = " ".join(f'user_{u}="{p}"' for u, p in self.sasl_users.items())
-            lines += [
-                "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
-                "listener.name.sasl_plaintext.plain.sasl.jaas.config="
-                f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};",
-                "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config="
-                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
-                "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
-                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
-            ]
+        sasl = [("SASL_PLAINTEXT", self.sasl_port)] if self.sasl_users else []
         if self.tls_port:
-            listeners.append(f"SASL_SSL://127.0.0.1:{self.tls_port}")
-            advertised.append(f"SASL_SSL://127.0.0.1:{self.tls_port}")
-            protocols.append("SASL_SSL:SASL_SSL")
-            users = " ".join(f'user_{u}="{p}"' for u, p in self.sasl_users.items())
+            sasl.append(("SASL_SSL", self.tls_port))
+            lines += ["ssl.keystore.type=PEM", f"ssl.keystore.location={self._keystore}"]
+        if sasl:
+            lines.append("sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512")
+        users = " ".join(f'user_{u}="{p}"' for u, p in self.sasl_users.items())
+        for name, port in sasl:
+            listeners.append(f"{name}://127.0.0.1:{port}")
+            advertised.append(f"{name}://127.0.0.1:{port}")
+            protocols.append(f"{name}:{name}")
+            prefix = f"listener.name.{name.lower()}"
             lines += [
-                "listener.name.sasl_ssl.plain.sasl.jaas.config="
+                f"{prefix}.plain.sasl.jaas.config="
                 f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};",
-                "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config="
-                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
-                "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
-                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
-                "ssl.keystore.type=PEM",
-                f"ssl.keystore.location={self._keystore}",
+                *(
+                    f"{prefix}.{mech}.sasl.jaas.config="
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+                    for mech in ("scram-sha-256", "scram-sha-512")
+                ),
             ]
         lines += [
             "process.roles=broker,controller",
