@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import subprocess
 import tempfile
@@ -40,6 +41,24 @@ def producer(bootstrap: str) -> AIOKafkaProducer:
         max_batch_size=256 * 1024,
         max_request_size=4 << 20,
     )
+
+
+def worker_environment(
+    bootstrap: str, app_id: str, prefix: str, partitions: int, data_dir: Path
+) -> tuple[dict[str, str], int]:
+    """The environment of a worker subprocess (none of the caller's ENGAGEMENT_*
+    settings leak in) and its web port."""
+    port = broker.free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGEMENT_")}
+    env.update(
+        ENGAGEMENT_BROKER=f"kafka://{bootstrap}",
+        ENGAGEMENT_WEB_PORT=str(port),
+        ENGAGEMENT_APP_ID=app_id,
+        ENGAGEMENT_TOPIC_PREFIX=prefix,
+        ENGAGEMENT_PARTITIONS=str(partitions),
+        ENGAGEMENT_DATA_DIR=str(data_dir),
+    )
+    return env, port
 
 
 @contextlib.contextmanager

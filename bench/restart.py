@@ -25,7 +25,17 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from harness import BASE_MS, CHANNELS, KINDS, BenchError, Msg, Procs, broker_and_processes, producer
+from harness import (
+    BASE_MS,
+    CHANNELS,
+    KINDS,
+    BenchError,
+    Msg,
+    Procs,
+    broker_and_processes,
+    producer,
+    worker_environment,
+)
 from kafka import KafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -324,17 +334,10 @@ def worker_env(
         f"[dedup]\nhorizon_s = {horizon}\n"
         f"max_ids_per_partition = {max(2_000_000, args.events + PROBE)}\n"
     )
-    port = broker.free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGEMENT_")}
-    env.update(
-        ENGAGEMENT_BROKER=f"kafka://{bootstrap}",
-        ENGAGEMENT_WEB_PORT=str(port),
-        ENGAGEMENT_APP_ID=app_id,
-        ENGAGEMENT_TOPIC_PREFIX=prefix,
-        ENGAGEMENT_PARTITIONS=str(args.partitions),
-        ENGAGEMENT_DATA_DIR=str(tmp / f"data-{app_id}"),
-        ENGAGEMENT_CONFIG=str(config),
+    env, port = worker_environment(
+        bootstrap, app_id, prefix, args.partitions, tmp / f"data-{app_id}"
     )
+    env["ENGAGEMENT_CONFIG"] = str(config)
     return env, port
 
 

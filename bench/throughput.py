@@ -20,7 +20,17 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from harness import BASE_MS, CHANNELS, KINDS, BenchError, Msg, Procs, broker_and_processes, producer
+from harness import (
+    BASE_MS,
+    CHANNELS,
+    KINDS,
+    BenchError,
+    Msg,
+    Procs,
+    broker_and_processes,
+    producer,
+    worker_environment,
+)
 from kafka import KafkaAdminClient
 
 from agents.app import ALERTS_TOPIC, DEADLETTER_TOPIC, EVENTS_TOPIC, RAW_TOPICS, WINDOWS_TOPIC
@@ -169,16 +179,8 @@ async def run_worker(
     await c.start()
     try:
         c.assign([TopicPartition(t, p) for t in topics for p in range(args.partitions)])
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGEMENT_")}
-        port, group = broker.free_port(), f"bench-{uuid.uuid4().hex[:8]}"
-        env.update(
-            ENGAGEMENT_BROKER=f"kafka://{bootstrap}",
-            ENGAGEMENT_WEB_PORT=str(port),
-            ENGAGEMENT_APP_ID=group,
-            ENGAGEMENT_TOPIC_PREFIX=prefix,
-            ENGAGEMENT_PARTITIONS=str(args.partitions),
-            ENGAGEMENT_DATA_DIR=str(tmp / "d"),
-        )
+        group = f"bench-{uuid.uuid4().hex[:8]}"
+        env, port = worker_environment(bootstrap, group, prefix, args.partitions, tmp / "d")
         if args.lateness is not None:  # the dedup horizon must cover lateness + largest window
             (tmp / "bench.toml").write_text(
                 f"[windows]\nallowed_lateness_s = {args.lateness}\n"

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import itertools
-import json
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -28,6 +26,7 @@ from pipeline.aggregator import (
 )
 from pipeline.events import KINDS, Exposure, Interaction
 from pipeline.settings import Settings
+from tests.unit.test_schema_agreement import validator as schema_validator
 
 SEC, MIN = 1000, 60_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -35,7 +34,6 @@ BASE = (datetime(2026, 11, 21, 10, 0, tzinfo=UTC) - EPOCH) // timedelta(millisec
 WALL = 1_900_000_000_000  # wall clock: unrelated to event time
 FLUSH_ACCOUNT = "~flush"
 WEIGHTS = dict(Settings().weights)  # like 1, comment 2, share 3, mention 2, dm 1, reply 0
-WINDOW_SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "window.v1.json"
 
 _src_offsets = itertools.count()
 
@@ -277,13 +275,7 @@ def test_zero_denominators_give_no_rate() -> None:
 
 
 def test_records_validate_against_the_window_schema() -> None:
-    if not WINDOW_SCHEMA.exists():
-        pytest.skip(f"{WINDOW_SCHEMA} not found")
-    jsonschema = pytest.importorskip("jsonschema")
-    schema = json.loads(WINDOW_SCHEMA.read_text(encoding="utf-8"))
-    validator = jsonschema.Draft202012Validator(
-        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
-    )
+    validator = schema_validator("window.v1.json")
     r = Run()
     r.apply([*EXPOSURES, ia("1", BASE + 3 * SEC, account="beta", actor="u")])
     got = r.flush()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -15,12 +14,12 @@ from pipeline.alerts import evaluate, observed_value
 from pipeline.events import KINDS
 from pipeline.settings import ThresholdRule
 from pipeline.windows import rfc3339
+from tests.unit.test_schema_agreement import validator as schema_validator
 
 SEC, MIN = 1000, 60_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BASE = (datetime(2026, 11, 21, 10, 0, tzinfo=UTC) - EPOCH) // timedelta(milliseconds=1)
 NOW = datetime(2026, 11, 21, 10, 5, 30, tzinfo=UTC)
-ALERT_SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "alert.v1.json"
 SENTINEL = "S3NTINEL-do-not-copy"
 
 
@@ -245,13 +244,7 @@ def test_message_numbers_are_the_observed_and_threshold_values() -> None:
 
 
 def test_every_alert_validates_against_the_alert_schema() -> None:
-    if not ALERT_SCHEMA.exists():
-        pytest.skip(f"{ALERT_SCHEMA} not found")
-    jsonschema = pytest.importorskip("jsonschema")
-    schema = json.loads(ALERT_SCHEMA.read_text(encoding="utf-8"))
-    validator = jsonschema.Draft202012Validator(
-        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
-    )
+    validator = schema_validator("alert.v1.json")
     rules = [
         rule(name="w", metric="weighted_engagement", value=1),
         rule(name="v", metric="volume", op="below", value=100, severity="info"),

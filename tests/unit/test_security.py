@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import logging
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -266,12 +265,6 @@ def test_errors_never_show_a_password(tmp_path: Path) -> None:
 
 
 # -- engagement config check ------------------------------------------------------------
-
-
-@pytest.fixture
-def no_signal_handlers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """cli.main installs a SIGTERM handler; keep it out of the test process."""
-    monkeypatch.setattr(signal, "signal", lambda *args: None)
 
 
 @pytest.mark.usefixtures("no_signal_handlers")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import signal
 from pathlib import Path
 
 import pytest
@@ -329,12 +328,6 @@ def test_the_example_config_loads() -> None:
 
 
 # -- engagement config check --------------------------------------------------
-
-
-@pytest.fixture
-def no_signal_handlers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """cli.main installs a SIGTERM handler; keep it out of the test process."""
-    monkeypatch.setattr(signal, "signal", lambda *args: None)
 
 
 @pytest.mark.usefixtures("no_signal_handlers")
