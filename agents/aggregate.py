@@ -197,12 +197,12 @@ class PartitionWork:
         if applied.too_late:
             m.late.labels("dropped").inc(len(applied.too_late))
             for row in applied.too_late:
-                src = row[wire.I_SRC] if row[0] == wire.INTERACTION else row[wire.X_SRC]
+                src = wire.row_src(row)
                 fut = await rt.deadletter_topic.send(
                     value=deadletter.too_late_record(wire.row_as_event(row), src)
                 )
                 self.track(p, fatal_on_failure(fut, "dead-letter"))
-        oldest_ms = min(r[wire.I_SRC if r[0] == wire.INTERACTION else wire.X_SRC][3] for r in rows)
+        oldest_ms = min(wire.row_src(r)[3] for r in rows)
         m.processing_latency.observe(max(0.0, time.time() - oldest_ms / 1000))
 
     def _count(self, rows: list[wire.Row]) -> None:

@@ -85,7 +85,7 @@ class Aggregator(Retention):
         max_ts = -1
         for row in rows:
             event_id = dedup_id(row)
-            ts = row[wire.I_TS] if row[0] == wire.INTERACTION else row[wire.X_TS]
+            ts = wire.row_ts(row)
             if event_id in dedup:
                 out.duplicates += 1
                 continue

@@ -89,8 +89,10 @@ class Sources:
             self.settle_until_ms = None
         for source in [s for s, r in self.reports.items() if wall_ms - r.wall_ms > self.stale_ms]:
             del self.reports[source]
-        if self.missing():
-            return BLOCKED
+        if self.required and (
+            self.expected is None or not all(src in self.reports for src in self.expected)
+        ):
+            return BLOCKED  # an input partition nobody reports (`missing` names them)
         wm: int | None = None
         for r in self.reports.values():
             age = wall_ms - r.wall_ms

@@ -36,7 +36,7 @@ class Retention:
         for d in sorted(deltas, key=lambda d: d.seq):
             late = set(d.late_idx)
             for i, row in enumerate(d.rows):
-                ts = row[wire.I_TS] if row[0] == wire.INTERACTION else row[wire.X_TS]
+                ts = wire.row_ts(row)
                 state.dedup[dedup_id(row)] = ts
                 self._apply_row(state, row, i in late)
             state.applied_offset = max(state.applied_offset, d.offset)

@@ -52,13 +52,14 @@ def ssl_context(s: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def _sasl(s: Settings, username_key: str, password_key: str) -> dict[str, Any]:
+def _sasl(s: Settings) -> dict[str, Any]:
+    """SASL keyword arguments, named alike in kafka-python and aiokafka."""
     if not s.uses_sasl:
         return {}
     return {
         "sasl_mechanism": s.sasl_mechanism,
-        username_key: s.sasl_username,
-        password_key: s.sasl_password.reveal(),
+        "sasl_plain_username": s.sasl_username,
+        "sasl_plain_password": s.sasl_password.reveal(),
     }
 
 
@@ -66,11 +67,14 @@ def kafka_python_config(s: Settings) -> dict[str, Any]:
     """Keyword arguments for kafka-python's KafkaProducer, KafkaConsumer and
     KafkaAdminClient."""
     config: dict[str, Any] = {"security_protocol": s.security_protocol}
-    config.update(_sasl(s, "sasl_plain_username", "sasl_plain_password"))
+    config.update(_sasl(s))
     if s.uses_tls:
         config["ssl_check_hostname"] = s.ssl_check_hostname
-        files = {"ssl_cafile": s.ssl_cafile, "ssl_certfile": s.ssl_certfile}
-        files["ssl_keyfile"] = s.ssl_keyfile
+        files = {
+            "ssl_cafile": s.ssl_cafile,
+            "ssl_certfile": s.ssl_certfile,
+            "ssl_keyfile": s.ssl_keyfile,
+        }
         config.update({key: path for key, path in files.items() if path})
         if s.ssl_key_password:
             config["ssl_password"] = s.ssl_key_password.reveal()
@@ -81,7 +85,7 @@ def aiokafka_config(s: Settings) -> dict[str, Any]:
     """Keyword arguments for aiokafka's clients (AIOKafkaProducer, AIOKafkaConsumer,
     AIOKafkaAdminClient): TLS goes in as an `ssl_context`."""
     config: dict[str, Any] = {"security_protocol": s.security_protocol}
-    config.update(_sasl(s, "sasl_plain_username", "sasl_plain_password"))
+    config.update(_sasl(s))
     if s.uses_tls:
         config["ssl_context"] = ssl_context(s)
     return config

@@ -60,6 +60,18 @@ def exposure_row(ev: Exposure, src: list[Any]) -> Row:
     ]
 
 
+def row_ts(row: Row) -> int:
+    """The event time of an interaction or exposure row."""
+    ts: int = row[I_TS] if row[0] == INTERACTION else row[X_TS]
+    return ts
+
+
+def row_src(row: Row) -> list[Any]:
+    """[topic, partition, offset, broker_ts_ms] of the message a row came from."""
+    src: list[Any] = row[I_SRC] if row[0] == INTERACTION else row[X_SRC]
+    return src
+
+
 def encode_batch(rows: list[Row]) -> bytes:
     return orjson.dumps({"e": rows})
 
