@@ -81,14 +81,18 @@ def start(
     env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
     proc = subprocess.Popen(command(port), stdout=out, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BrokerError(f"the embedded broker exited with code {proc.returncode}")
-        if port_open("127.0.0.1", port):
-            return proc
-        time.sleep(0.05)
-    proc.kill()
-    raise BrokerError(f"the embedded broker did not listen on port {port} within {timeout_s} s")
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BrokerError(f"the embedded broker exited with code {proc.returncode}")
+            if port_open("127.0.0.1", port):
+                return proc
+            time.sleep(0.05)
+        raise BrokerError(f"the embedded broker did not listen on port {port} within {timeout_s} s")
+    except BaseException:
+        # Ctrl-C while starting must not leave the broker running
+        stop(proc)
+        raise
 
 
 def stop(proc: subprocess.Popen[bytes], timeout_s: float = 5.0) -> None:

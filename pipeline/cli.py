@@ -23,14 +23,16 @@ def _settings() -> settings.Settings:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    proc = broker.start(args.port)
-    print(f"embedded broker listening on 127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
-    try:
+    proc = None
+    try:  # Ctrl-C is the way to stop it, also while it is starting
+        proc = broker.start(args.port)
+        print(f"embedded broker listening on 127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
         return proc.wait()
     except KeyboardInterrupt:
         return 0
     finally:
-        broker.stop(proc)
+        if proc is not None:
+            broker.stop(proc)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

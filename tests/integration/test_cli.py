@@ -89,6 +89,33 @@ def test_broker_command_runs_in_foreground_and_stops_on_ctrl_c() -> None:
             proc.kill()
 
 
+def test_ctrl_c_while_the_broker_starts_leaves_nothing_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C can land while `engagement broker` still waits for the port: that is a
+    clean stop too, and the broker process must not outlive the command."""
+    started: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+
+    def popen(*args: object, **kwargs: object) -> subprocess.Popen[bytes]:
+        started.append(real_popen(*args, **kwargs))  # type: ignore[call-overload]
+        return started[-1]
+
+    real_sleep = time.sleep
+
+    def ctrl_c(seconds: float) -> None:  # the first wait for the port is interrupted
+        monkeypatch.setattr(broker.time, "sleep", real_sleep)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(broker.subprocess, "Popen", popen)
+    monkeypatch.setattr(broker, "port_open", lambda host, port: False)
+    monkeypatch.setattr(broker.time, "sleep", ctrl_c)
+    from pipeline import cli
+
+    assert cli.main(["broker", "--port", str(broker.free_port())]) == 0
+    assert len(started) == 1 and started[0].poll() is not None
+
+
 def test_demo_shows_alerts_serves_metrics_and_stops_cleanly(tmp_path: Path) -> None:
     port, web_port = broker.free_port(), broker.free_port()
     log = tmp_path / "demo.out"
