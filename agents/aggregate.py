@@ -27,7 +27,7 @@ import orjson
 from faust.types import TP
 
 from agents.delivery import fatal_on_failure
-from pipeline import alerts, deadletter, wire
+from pipeline import alerts, deadletter, response_alerts, response_snapshot, wire
 from pipeline.aggregator import Delta, FinalWindow, PartitionState
 from pipeline.labels import OTHER
 from pipeline.progress import SETTLE_MS, Sources
@@ -56,6 +56,10 @@ def outbox_key(p: int, i: int) -> bytes:
     return f"o:{p}:{i}".encode()
 
 
+def snapshot_key(p: int, gen: int, i: int) -> bytes:
+    return f"r:{p}:{gen}:{i}".encode()
+
+
 class PartitionWork:
     """The faust side of one worker's partitions: state, locks and durable writes."""
 
@@ -66,8 +70,10 @@ class PartitionWork:
         self.outbox: dict[int, tuple[list[list[Any]], int]] = {}
         self.pending: dict[int, list[Any]] = {}  # delivery futures not yet awaited
         self.last_close: dict[int, int] = {}  # wall ms of each partition's last close
+        self.last_snapshot: dict[int, float] = {}  # monotonic s of the last response snapshot
         self.catch_up: dict[int, int] = {}  # partition -> end offset to re-read first
         self.last_status = 0.0
+        self.open_labels: set[tuple[str, str]] = set()
         self.last_label_refresh = 0.0
 
     def lock(self, p: int) -> asyncio.Lock:
@@ -92,6 +98,15 @@ class PartitionWork:
         marker = orjson.loads(raw_marker) if raw_marker else {}
         state = PartitionState()
         self.rt.aggregator.restore(state, deltas, marker)
+        # Response state: the newest durable snapshot, then the deltas written after it
+        gen, n_parts, _ = marker.get("responses") or (0, 0, 0)
+        snap = [data[snapshot_key(p, gen, i)] for i in range(n_parts)]
+        tracker = self.rt.responses
+        state.responses = response_snapshot.restore(tracker, snap)
+        state.responses.snap_gen, state.responses.snap_parts = gen, n_parts
+        for d in sorted(deltas, key=lambda d: d.seq):
+            if d.seq > state.responses.snap_seq:
+                tracker.apply_rows(state.responses, d.rows)
         # Until this worker has re-read the partition's backlog as it stood at the
         # restore, publish nothing new: the restored watermark may already make windows
         # final whose rows are in that backlog (their deltas were lost in the crash),
@@ -136,6 +151,7 @@ class PartitionWork:
         """Forget a partition this worker no longer owns."""
         self.rt.states.pop(p, None)
         self.last_close.pop(p, None)
+        self.last_snapshot.pop(p, None)
         self.catch_up.pop(p, None)
         self.outbox.pop(p, None)
         self.pending.pop(p, None)
@@ -190,6 +206,7 @@ class PartitionWork:
             )
             self.track(p, fut)
             self._count(applied.delta.rows)
+            rt.responses.apply_rows(state.responses, applied.delta.rows)
         if applied.duplicates:
             m.duplicates.inc(applied.duplicates)
         if applied.late_counted:
@@ -230,8 +247,10 @@ class PartitionWork:
         rt = self.rt
         self.last_close[p] = wall_ms
         records = rt.aggregator.close_windows(state, wall_ms, max_windows=MAX_CLOSE)
-        if records:
-            outbox = self.outputs(state, records)
+        outbox = self.outputs(state, records)
+        if state.watermark.floor_ms is not None:
+            outbox += self.response_outputs(state, state.watermark.floor_ms)
+        if outbox:
             parts = [outbox[i : i + OUTBOX_PART] for i in range(0, len(outbox), OUTBOX_PART)]
             # Deltas first: a window is never published ahead of the rows it counts.
             await self.settle(p)
@@ -245,6 +264,8 @@ class PartitionWork:
             futs.append(await self.write(p, marker_key(p), orjson.dumps(marker)))
             await asyncio.gather(*futs)
             await self.send_outbox(p, state, outbox, len(parts))
+        if (records or prune) and rt.aggregator.needs_snapshot(state):
+            await self.snapshot(p, state)
         dead = rt.aggregator.prune(state) if records or prune else []
         if dead:
             # The marker carries what pruning keeps in memory (the last followers level)
@@ -254,6 +275,39 @@ class PartitionWork:
             await self.write(p, marker_key(p), orjson.dumps(rt.aggregator.marker(state)))
             for seq in dead:
                 await self.write(p, delta_key(p, seq), None)
+
+    async def snapshot(self, p: int, state: PartitionState) -> None:
+        """Make the response state durable up to the current delta, so the deltas it
+        covers may be dropped: at most every `snapshot_interval_s`."""
+        interval = self.rt.settings.responses.snapshot_interval_s
+        if time.monotonic() - self.last_snapshot.get(p, 0.0) < interval:
+            return
+        self.last_snapshot[p] = time.monotonic()
+        st = state.responses
+        parts = response_snapshot.snapshot(st, state.seq)
+        gen, old_gen, old_parts = st.snap_gen + 1, st.snap_gen, st.snap_parts
+        # The deltas it covers must be durable before a marker may name it.
+        await self.settle(p)
+        futs = [await self.write(p, snapshot_key(p, gen, i), v) for i, v in enumerate(parts)]
+        await asyncio.gather(*futs)
+        st.snap_seq, st.snap_gen, st.snap_parts = state.seq, gen, len(parts)
+        await (await self.write(p, marker_key(p), orjson.dumps(self.rt.aggregator.marker(state))))
+        for i in range(old_parts):  # the previous generation is no longer named
+            await self.write(p, snapshot_key(p, old_gen, i), None)
+
+    def response_outputs(self, state: PartitionState, watermark_ms: int) -> list[list[Any]]:
+        """Alerts the watermark made due, as outbox records; observes first responses."""
+        rt, m = self.rt, self.rt.metrics
+        advanced = rt.responses.advance(state.responses, watermark_ms)
+        channels = rt.settings.metrics_channels
+        for channel, kind, seconds in advanced.first_responses:
+            m.first_response.labels(channel if channel in channels else OTHER, kind).observe(
+                seconds
+            )
+        return [
+            ["alert", d.account, orjson.dumps(response_alerts.build(d)).decode(), 0]
+            for d in advanced.decisions
+        ]
 
     def track(self, p: int, fut: Any) -> None:
         """Remember a delivery to wait for before the next close publishes anything."""
@@ -334,6 +388,7 @@ class PartitionWork:
                 m.watermark_lag.labels(str(p)).set((wall_ms - wm) / 1000)
         m.open_windows.set(open_windows)
         m.dedup_ids.set(dedup_ids)
+        self.open_inbound_gauge()
         if time.monotonic() - self.last_status > STATUS_EVERY_S:
             self.last_status = time.monotonic()
             self.log_status(wall_ms)
@@ -343,6 +398,19 @@ class PartitionWork:
             for account in rt.labels.refresh():
                 with contextlib.suppress(KeyError):
                     m.account_events.remove(account)
+
+    def open_inbound_gauge(self) -> None:
+        channels = self.rt.settings.metrics_channels
+        total: Counter[tuple[str, str]] = Counter()
+        for state in self.rt.states.values():
+            for (channel, kind), n in state.responses.open_counts.items():
+                total[(channel if channel in channels else OTHER, kind)] += n
+        gauge = self.rt.metrics.open_inbound
+        for labels in self.open_labels - total.keys():  # none left, or partition moved
+            gauge.labels(*labels).set(0)
+        for labels, n in total.items():
+            gauge.labels(*labels).set(n)
+        self.open_labels |= total.keys()
 
     def log_status(self, wall_ms: int) -> None:
         """One line per partition: where its watermark stands and what holds it."""

@@ -14,6 +14,7 @@ from agents import faust_fixes
 from pipeline.aggregator import Aggregator, AggregatorConfig, PartitionState
 from pipeline.labels import AccountLabels
 from pipeline.metrics import EngagementMetrics
+from pipeline.responses import ResponseTracker
 from pipeline.security import faust_credentials
 from pipeline.settings import Settings
 
@@ -43,6 +44,7 @@ class Runtime:
     registry: CollectorRegistry
     metrics: EngagementMetrics
     aggregator: Aggregator
+    responses: ResponseTracker
     labels: AccountLabels
     raw_topics: dict[str, str]  # full topic name -> kind family
     events_topic: Any
@@ -122,6 +124,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         registry=registry,
         metrics=EngagementMetrics.create(registry),
         aggregator=Aggregator(aggregator_config(s)),
+        responses=ResponseTracker(s.responses),
         labels=AccountLabels(s.metrics_accounts, s.metrics_top_accounts),
         raw_topics={s.topic(name): family for name, family in RAW_TOPICS.items()},
         events_topic=topic(EVENTS_TOPIC, internal=True),

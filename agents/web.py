@@ -1,10 +1,15 @@
-"""HTTP endpoints on the worker's web server: /healthz and /metrics."""
+"""HTTP endpoints on the worker's web server: /healthz, /metrics and /api/v1/."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from faust.exceptions import SameNode
+from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from agents.router import partition_for
+from pipeline.response_views import account_view
 
 if TYPE_CHECKING:
     from agents.app import Runtime
@@ -27,5 +32,25 @@ def register(rt: Runtime) -> None:
             generate_latest(rt.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
 
+    async def response_times(web: Any, request: Any, account_id: str) -> Any:
+        p = partition_for(account_id, rt.settings.partitions)
+        state = rt.states.get(p)
+        if state is None:
+            # Another worker owns the account's partition: ask it (faust's router).
+            changelog = rt.state_table.changelog_topic.get_topic_name()
+            url = app.assignor._tps_url.get(TP(changelog, p))  # type: ignore[attr-defined]
+            if url is not None:
+                try:
+                    return await app.router._route_req(url, web, request)  # type: ignore[attr-defined]
+                except SameNode:
+                    pass  # ours, but not restored yet
+            return web.json(
+                {"error": f"partition {p} of account '{account_id}' is not served yet"},
+                status=503,
+            )
+        view = account_view(account_id, [state.responses], state.watermark.floor_ms)
+        return web.json(view)
+
+    app.page("/api/v1/accounts/{account_id}/response-times")(response_times)
     app.page("/healthz")(healthz)
     app.page("/metrics")(metrics)

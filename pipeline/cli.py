@@ -80,6 +80,43 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Exit 0: every line sent and acknowledged; 1: some lines skipped as invalid, all
+    others sent and acknowledged; 2: nothing or not everything sent (invalid settings,
+    an unreadable file, a broker error such as a send that was not acknowledged)."""
+    from pipeline import replay
+
+    try:  # before waiting for the broker: a typo in the path fails at once
+        with open(args.file, "rb"):
+            pass
+    except OSError as exc:
+        print(f"engagement: replay: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    try:
+        s = _settings()
+    except SystemExit as exc:  # exit 1 means "lines skipped" here: a failure is 2
+        print(exc.code, file=sys.stderr)
+        return 2
+    broker.wait_reachable(s.bootstrap_servers, timeout_s=args.wait)
+    security.check_login(s)
+    from pipeline.topics import ensure_topics
+
+    # Missing input topics get the partition count the worker would give them (a
+    # broker that auto-creates topics would use its own default instead).
+    ensure_topics(
+        s.bootstrap_servers,
+        [s.topic(n) for n in replay.INPUT_TOPICS],
+        s.partitions,
+        client_config=security.kafka_python_config(s),
+    )
+    try:
+        result = replay.replay(s, args.file, speed=args.speed, quiet=args.quiet, stream=sys.stderr)
+    except OSError as exc:
+        print(f"engagement: replay: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    return 1 if result.skipped else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
@@ -99,6 +136,12 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     for f in dataclasses.fields(s):
         print(f"  {f.name} = {getattr(s, f.name)!r}")
     return 0
+
+
+def replay_speed(text: str) -> float:
+    from pipeline.replay import speed_arg
+
+    return speed_arg(text)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -126,6 +169,34 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--quiet", action="store_true")
     g.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the broker")
     g.set_defaults(func=cmd_generate)
+    r = sub.add_parser(
+        "replay",
+        help="backfill: send the events of a JSON Lines file to the input topics",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Send each line of FILE.jsonl (a schema-v1 interaction event, or an exposure
+snapshot without `kind`) to its input topic, keyed by account_id, with the
+line's bytes unchanged. Blank lines are skipped. Invalid lines are not sent:
+they are listed on stderr by line number and reason, never by content.
+
+exit codes:
+  0  every line sent and acknowledged by the broker
+  1  some lines skipped as invalid; all the others sent and acknowledged
+  2  invalid settings, an unreadable file or a broker error (such as a send
+     that was not acknowledged): not everything was sent""",
+    )
+    r.add_argument("file", metavar="FILE.jsonl", help="one JSON object per line")
+    r.add_argument(
+        "--speed",
+        type=replay_speed,
+        default=None,
+        metavar="X",
+        help="pace by event time: X event seconds per wall second, from the first "
+        "line's ts (default: as fast as possible)",
+    )
+    r.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    r.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the broker")
+    r.set_defaults(func=cmd_replay)
     d = sub.add_parser("demo", help="broker + worker + generator, alerts shown live")
     d.add_argument("--port", type=int, default=0, help="broker port (default: a free one)")
     d.add_argument("--web-port", type=int, default=6066)

@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 # *_created series double the exposition for no use in Grafana or alert rules.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
+# First response times: a minute to two days, around common SLAs (15 min, 1 h, 4 h, 1 d)
+RESPONSE_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
@@ -27,6 +29,8 @@ class EngagementMetrics:
     dedup_ids: Gauge
     processing_latency: Histogram
     output_latency: Histogram
+    first_response: Histogram
+    open_inbound: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> EngagementMetrics:
@@ -97,6 +101,19 @@ class EngagementMetrics:
                 "Broker append time of the newest event in a window (or alert) to its publication",
                 ["output"],
                 buckets=LATENCY_BUCKETS,
+                registry=r,
+            ),
+            first_response=Histogram(
+                "engagement_first_response_seconds",
+                "Inbound message to the brand's first reply, in event time (calendar seconds)",
+                ["channel", "kind"],
+                buckets=RESPONSE_BUCKETS,
+                registry=r,
+            ),
+            open_inbound=Gauge(
+                "engagement_open_inbound",
+                "Inbound messages without a reply yet, on this worker's partitions",
+                ["channel", "kind"],
                 registry=r,
             ),
         )

@@ -56,6 +56,11 @@ class Retention:
             "seq": state.seq,
             "applied_offset": state.applied_offset,
             "followers": self._followers_before_cutoff(state),
+            "responses": [
+                state.responses.snap_gen,
+                state.responses.snap_parts,
+                state.responses.snap_seq,
+            ],
         }
 
     def _followers_before_cutoff(self, state: PartitionState) -> list[list[Any]]:
@@ -115,7 +120,23 @@ class Retention:
                 del hist[:i]
         dead: list[int] = []
         deltas = state.deltas
-        grace = self.cfg.grace_ms
-        while deltas and deltas[0][1] + grace <= emitted and deltas[0][2] < cutoff:
+        snapshotted = state.responses.snap_seq  # response state needs the rest
+        while deltas and self._done_with(state, deltas[0]) and deltas[0][0] <= snapshotted:
             dead.append(deltas.popleft()[0])
         return dead
+
+    def _done_with(self, state: PartitionState, delta: tuple[int, int, int]) -> bool:
+        """Whether windows and dedup need a retained delta no more."""
+        cutoff, emitted = self._cutoff(state), state.emitted_through_ms
+        if cutoff is None or emitted is None:
+            return False
+        return delta[1] + self.cfg.grace_ms <= emitted and delta[2] < cutoff
+
+    def needs_snapshot(self, state: PartitionState) -> bool:
+        """Whether deltas are kept only because response state has no snapshot of them."""
+        deltas = state.deltas
+        return (
+            bool(deltas)
+            and deltas[0][0] > state.responses.snap_seq
+            and self._done_with(state, deltas[0])
+        )

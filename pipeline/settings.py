@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline import response_settings
 from pipeline.events import KINDS
+from pipeline.response_settings import ResponseSettings
 from pipeline.settings_checks import (
     ALERT_METRICS,
     SEVERITIES,
@@ -149,6 +151,8 @@ class Settings:
     # must not move a watermark, and so close windows, ahead of real time.
     max_future_s: int = 300
     thresholds: tuple[ThresholdRule, ...] = ()
+    # [responses] and [calendars.NAME]: pairing, SLAs, business hours
+    responses: ResponseSettings = field(default_factory=ResponseSettings)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -375,6 +379,11 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
             raise SettingsError([(str(path), "file not found")]) from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise SettingsError([(str(path), f"not valid TOML: {exc}")]) from None
+        responses = response_settings.parse(
+            doc.pop("responses", None), doc.pop("calendars", None), problems
+        )
+        if responses is not None:
+            values["responses"] = responses
         flat = _flatten(doc, problems)
         weights = dict(defaults.weights)
         for key, value in flat.items():

@@ -10,6 +10,7 @@ from typing import Any
 
 from pipeline import wire
 from pipeline.progress import Sources
+from pipeline.responses import ResponseState
 from pipeline.watermark import WatermarkState
 
 WindowKey = tuple[str, str, int, int]  # account_id, channel, size_ms, start_ms
@@ -53,6 +54,7 @@ class PartitionState:
     seq: int = 0
     # (seq, max window end, max event ts) of every retained delta, oldest first
     deltas: deque[tuple[int, int, int]] = field(default_factory=deque)
+    responses: ResponseState = field(default_factory=ResponseState)
 
 
 @dataclass(slots=True)

@@ -503,6 +503,8 @@ class Node:
         if records:
             self.closing_offsets.append(offset)
         if records and not crash_before_marker:
+            if self.agg.needs_snapshot(self.state):  # the agent snapshots response state
+                self.state.responses.snap_seq = self.state.seq
             self.store["marker"] = orjson.dumps(self.agg.marker(self.state))
             for seq in self.agg.prune(self.state):
                 del self.store["deltas"][seq]  # KeyError if a seq were returned twice
@@ -650,6 +652,10 @@ def test_prune_returns_a_delta_once_its_windows_are_emitted_and_its_ids_past_hor
 
     agg.apply_batch(state, [ia("new", BASE + 425 * SEC)], 2, WALL)  # watermark BASE + 415 s
     agg.close_windows(state, WALL)
+    # response state still needs the delta until a snapshot covers it
+    assert agg.needs_snapshot(state) and agg.prune(state) == []
+    state.responses.snap_seq = state.seq
+    assert not agg.needs_snapshot(state)
     assert agg.prune(state) == [1]
     assert dedup_id(ia("old", 0)) not in state.dedup and dedup_id(ia("mid", 0)) in state.dedup
     assert agg.prune(state) == []  # only once
