@@ -127,11 +127,14 @@ class PartitionWork:
         )
         if deltas or marker:
             log.info(
-                "restored partition %d: %d deltas, applied offset %d, %d outputs to republish",
+                "restored partition %d: %d deltas, applied offset %d, %d outputs to republish, "
+                "response snapshot through delta %d, %d inbound messages tracked",
                 p,
                 len(deltas),
                 state.applied_offset,
                 len(self.outbox.get(p, ((), 0))[0]),
+                state.responses.snap_seq,
+                state.responses.tracked,
             )
         return state
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from faust.exceptions import SameNode
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from yarl import URL
 
 from agents.router import partition_for
 from pipeline.response_views import account_view
@@ -41,12 +42,13 @@ def register(rt: Runtime) -> None:
             url = app.assignor._tps_url.get(TP(changelog, p))  # type: ignore[attr-defined]
             if url is not None:
                 try:
-                    return await app.router._route_req(url, web, request)  # type: ignore[attr-defined]
+                    return await app.router._route_req(URL(url), web, request)  # type: ignore[attr-defined]
                 except SameNode:
                     pass  # ours, but not restored yet
             return web.json(
                 {"error": f"partition {p} of account '{account_id}' is not served yet"},
                 status=503,
+                headers={"Retry-After": "1"},
             )
         view = account_view(account_id, [state.responses], state.watermark.floor_ms)
         return web.json(view)

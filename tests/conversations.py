@@ -67,6 +67,8 @@ def generate(
             "ts": ts,
             "priority": rng.choice(("low", "normal", "normal", "high", "urgent")),
         }
+        if msg["kind"] == "comment":
+            msg["post_id"] = f"post-{rng.randrange(20)}"
         if rng.random() < 0.3:
             msg["issue_type"] = rng.choice(("billing", "delivery"))
         events.append(msg)

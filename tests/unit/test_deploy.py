@@ -43,8 +43,11 @@ METRICS: dict[str, frozenset[str]] = {
     "engagement_watermark_lag_seconds": frozenset({"partition"}),
     "engagement_open_windows": frozenset(),
     "engagement_account_events_total": frozenset({"account"}),
+    "engagement_first_response_seconds": frozenset({"channel", "kind"}),
+    "engagement_open_inbound": frozenset({"channel", "kind"}),
 }
 HISTOGRAMS = {
+    "engagement_first_response_seconds",
     "engagement_event_to_output_latency_seconds",
     "engagement_processing_latency_seconds",
 }
