@@ -110,7 +110,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
         client_config=security.kafka_python_config(s),
     )
     try:
-        result = replay.replay(s, args.file, speed=args.speed, quiet=args.quiet, stream=sys.stderr)
+        result = replay.replay(
+            s,
+            args.file,
+            speed=args.speed,
+            quiet=args.quiet,
+            file_order=args.file_order,
+            stream=sys.stderr,
+        )
     except OSError as exc:
         print(f"engagement: replay: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
@@ -176,8 +183,10 @@ def parser() -> argparse.ArgumentParser:
         description="""\
 Send each line of FILE.jsonl (a schema-v1 interaction event, or an exposure
 snapshot without `kind`) to its input topic, keyed by account_id, with the
-line's bytes unchanged. Blank lines are skipped. Invalid lines are not sent:
-they are listed on stderr by line number and reason, never by content.
+line's bytes unchanged, in event-time order (the file is read whole and
+sorted; --file-order keeps the file's order). Blank lines are skipped. Invalid
+lines are not sent: they are listed on stderr by line number and reason, never
+by content.
 
 exit codes:
   0  every line sent and acknowledged by the broker
@@ -195,6 +204,12 @@ exit codes:
         "line's ts (default: as fast as possible)",
     )
     r.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    r.add_argument(
+        "--file-order",
+        action="store_true",
+        help="send lines in the file's order, not sorted by event time (streams the "
+        "file instead of holding it in memory)",
+    )
     r.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the broker")
     r.set_defaults(func=cmd_replay)
     d = sub.add_parser("demo", help="broker + worker + generator, alerts shown live")

@@ -38,6 +38,7 @@ import orjson
 
 from pipeline.broker import BrokerError
 from pipeline.events import KINDS, Exposure, Interaction, Invalid
+from pipeline.generator import TOPIC_SUFFIX
 from pipeline.settings import Settings
 from pipeline.validation import validate
 
@@ -57,14 +58,7 @@ __all__ = [
     "speed_arg",
 ]
 
-KIND_TOPICS: Final[dict[str, str]] = {
-    "like": "social.likes",
-    "comment": "social.comments",
-    "share": "social.shares",
-    "mention": "social.mentions",
-    "dm": "social.dms",
-    "reply": "social.replies",
-}
+KIND_TOPICS: Final[dict[str, str]] = {k: f"social.{v}" for k, v in TOPIC_SUFFIX.items()}
 EXPOSURE_TOPIC: Final = "social.exposure"
 INPUT_TOPICS: Final[tuple[str, ...]] = (*KIND_TOPICS.values(), EXPOSURE_TOPIC)
 assert set(KIND_TOPICS) == set(KINDS)
@@ -262,6 +256,28 @@ def _lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
             yield n, (line.removeprefix(_BOM) if n == 1 else line)
 
 
+def _records(
+    path: str | Path, max_bytes: int, file_order: bool
+) -> Iterator[tuple[int, Record | Invalid | None]]:
+    """(line number, parsed line) for every line: in event-time order (ties in file
+    order) unless `file_order`. Exports are often grouped by conversation rather than
+    sorted by time; sent as they are, the watermark would run ahead of most events
+    and make them late. Invalid lines are reported as they are read."""
+    parsed = ((n, parse_line(line, max_bytes=max_bytes)) for n, line in _lines(path))
+    if file_order:
+        yield from parsed
+        return
+    held: list[tuple[int, int, Record]] = []
+    for n, p in parsed:
+        if isinstance(p, Record):
+            held.append((p.ts_ms, n, p))
+        else:
+            yield n, p
+    held.sort(key=lambda t: (t[0], t[1]))
+    for _, n, rec in held:
+        yield n, rec
+
+
 def kafka_producer(s: Settings) -> _Producer:
     """The producer replay uses: acks from all in-sync replicas, idempotent (the
     kafka-python default), so a retried send is never written twice."""
@@ -291,6 +307,7 @@ def replay(
     *,
     speed: float | None = None,
     quiet: bool = False,
+    file_order: bool = False,
     stream: TextIO,
     producer: _Producer | None = None,
     sleep: Callable[[float], None] = time.sleep,
@@ -312,10 +329,9 @@ def replay(
     lines = sent = skipped = 0
     start = clock()
     try:
-        for line_no, line in _lines(path):
+        for line_no, parsed in _records(path, s.max_message_bytes, file_order):
             if acks.failure is not None:
                 break
-            parsed = parse_line(line, max_bytes=s.max_message_bytes)
             if parsed is None:
                 pass
             elif isinstance(parsed, Invalid):
@@ -337,14 +353,14 @@ def replay(
                 future.add_callback(acks.ok)
                 future.add_errback(acks.failed, line_no, topic)
                 sent += 1
-            lines = line_no
+            lines += 1
             progress.update(lines, sent, skipped)
         prod.flush()
     except KeyboardInterrupt:
         with contextlib.suppress(Exception):  # report what is known, then stop
             prod.flush(timeout=10)
         progress.note(
-            f"replay: interrupted after line {lines:,}: {acks.acked:,} of {sent:,} "
+            f"replay: interrupted after {lines:,} lines: {acks.acked:,} of {sent:,} "
             "events sent were acknowledged"
         )
         raise

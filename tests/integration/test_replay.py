@@ -19,20 +19,14 @@ from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
 from pipeline import broker
+from pipeline.generator import TOPIC_SUFFIX
 from tests.integration.conftest import RAW, Env
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "pipeline.cli"]
 T0 = 1_772_366_400_000  # 2026-03-01T12:00:00Z
-TOPIC_OF = {
-    "like": "likes",
-    "comment": "comments",
-    "share": "shares",
-    "mention": "mentions",
-    "dm": "dms",
-    "reply": "replies",
-}
+TOPIC_OF = TOPIC_SUFFIX  # kind -> input topic suffix
 
 
 def run_replay(env: Env, *args: str) -> subprocess.CompletedProcess[str]:

@@ -4,8 +4,6 @@ against a replayed file (with a kill -9 part-way), and the Prometheus series."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,6 +16,7 @@ import pytest
 from pipeline.response_settings import ResponseSettings, SlaRule
 from tests import conversations as conv
 from tests.integration.conftest import ROOT, Env, Worker, wait_for
+from tests.integration.test_replay import run_replay
 from tests.integration.test_windows import BASE_MS
 
 pytestmark = pytest.mark.integration
@@ -119,20 +118,6 @@ def test_unanswered_dm_gets_a_warning_then_a_breach_once_each(env: Env) -> None:
     assert "PRIVATE-SENTINEL" not in worker.log_path.read_text(errors="replace")
 
 
-def replay(env: Env, path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "replay", str(path), "--quiet"],
-        env={
-            **env.workers[0].env,
-            "ENGAGEMENT_APP_ID": "replay-unused",
-        },
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
-
-
 def test_api_matches_an_offline_computation_over_a_replayed_file_across_a_kill(
     env: Env, tmp_path: Path
 ) -> None:
@@ -142,7 +127,7 @@ def test_api_matches_an_offline_computation_over_a_replayed_file_across_a_kill(
     first.write_bytes(b"\n".join(orjson.dumps(e) for e in data.events[:half]) + b"\n")
     second.write_bytes(b"\n".join(orjson.dumps(e) for e in data.events[half:]) + b"\n")
     worker = env.worker(CONFIG).start()
-    assert replay(env, first).returncode == 0
+    assert run_replay(env, str(first), "--quiet").returncode == 0
     # let it work through part of the file, with snapshots, then kill it
     wait_for(
         lambda: (
@@ -153,7 +138,7 @@ def test_api_matches_an_offline_computation_over_a_replayed_file_across_a_kill(
         worker,
     )
     worker.kill()
-    assert replay(env, second).returncode == 0
+    assert run_replay(env, str(second), "--quiet").returncode == 0
     worker = env.worker(CONFIG, app_id=worker.env["ENGAGEMENT_APP_ID"]).start()
     end = data.events[-1]["ts"] + 2 * 60 * MIN  # past every deadline and orphan wait
     env.close_all(end)

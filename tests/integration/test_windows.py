@@ -10,19 +10,13 @@ from typing import Any
 import orjson
 import pytest
 
+from pipeline.generator import TOPIC_SUFFIX
 from tests.integration.conftest import Env, wait_for
 
 pytestmark = pytest.mark.integration
 
 WEIGHTS = {"like": 1.0, "comment": 2.0, "share": 3.0, "mention": 2.0, "dm": 1.0, "reply": 0.0}
-TOPIC_OF = {
-    "like": "likes",
-    "comment": "comments",
-    "share": "shares",
-    "mention": "mentions",
-    "dm": "dms",
-    "reply": "replies",
-}
+TOPIC_OF = TOPIC_SUFFIX  # kind -> input topic suffix
 # An hour on 2026-01-05, i.e. replayed history, far from the wall clock.
 BASE_MS = int(datetime(2026, 1, 5, 10, 0, tzinfo=UTC).timestamp() * 1000)
 

@@ -410,8 +410,19 @@ def test_a_send_that_raises_stops_the_replay(tmp_path: Path) -> None:
     assert len(prod.sent) == 1
 
 
-def test_replay_paces_by_event_time(tmp_path: Path) -> None:
-    tss = [0, 1000, 500, 4000, 2000]  # out of order: 500 and 2000 are already past
+@pytest.mark.parametrize(
+    ("file_order", "expected_at", "expected_ts"),
+    [
+        # in the file's order, 500 and 2000 are already past when they are read
+        (True, [0.0, 0.5, 0.5, 2.0, 2.0], [0, 1000, 500, 4000, 2000]),
+        # by default the file is sent sorted by event time
+        (False, [0.0, 0.25, 0.5, 1.0, 2.0], [0, 500, 1000, 2000, 4000]),
+    ],
+)
+def test_replay_paces_by_event_time(
+    tmp_path: Path, file_order: bool, expected_at: list[float], expected_ts: list[int]
+) -> None:
+    tss = [0, 1000, 500, 4000, 2000]
     f = write(tmp_path, [line(event("like", ts=TS_MS + t)) for t in tss])
     clock = Clock()
     prod = FakeProducer(clock=clock)
@@ -420,13 +431,15 @@ def test_replay_paces_by_event_time(tmp_path: Path) -> None:
         Settings(),
         f,
         speed=2.0,
+        file_order=file_order,
         stream=io.StringIO(),
         producer=prod,
         clock=clock,
         sleep=clock.sleep,
     )
     at = [round(t - t0, 3) for *_, t in prod.sent]
-    assert at == [0.0, 0.5, 0.5, 2.0, 2.0]
+    assert at == expected_at
+    assert [orjson.loads(v)["ts"] - TS_MS for _, _, v, _ in prod.sent] == expected_ts
 
 
 def test_missing_file_is_os_error(tmp_path: Path) -> None:
