@@ -185,11 +185,11 @@ def test_replay_speed_paces_by_event_time(env: Env, tmp_path: Path) -> None:
     out = run_replay(env, str(f), "--speed", "2")
     wall = time.monotonic() - start
     assert out.returncode == 0, out.stderr
-    assert wall >= 1.9
+    assert wall >= 1.8  # lower bounds only, with room for millisecond rounding
     records = read_raw(env)
     assert len(records) == 9
     stamps = sorted(ts for *_, ts in records)
-    assert stamps[-1] - stamps[0] >= 1900  # producer timestamps: sent over >= ~2 s
+    assert stamps[-1] - stamps[0] >= 1800  # producer timestamps: sent over ~2 s
 
 
 def test_replay_without_a_broker_is_a_one_line_error(tmp_path: Path) -> None:
