@@ -50,7 +50,7 @@ def register(rt: Runtime) -> None:
                 status=503,
                 headers={"Retry-After": "1"},
             )
-        view = account_view(account_id, [state.responses], state.watermark.floor_ms)
+        view = account_view(account_id, state.responses, state.watermark.floor_ms)
         return web.json(view)
 
     app.page("/api/v1/accounts/{account_id}/response-times")(response_times)

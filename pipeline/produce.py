@@ -11,6 +11,20 @@ from pipeline.security import kafka_python_config
 from pipeline.settings import Settings
 
 
+def kafka_producer(s: Settings, client_id: str) -> KafkaProducer:
+    """A producer for the input topics: acks from all in-sync replicas, idempotent
+    (kafka-python's default), so a retried send is never written twice; requests
+    large enough for any message the worker accepts."""
+    return KafkaProducer(
+        bootstrap_servers=s.bootstrap_servers,
+        acks="all",
+        linger_ms=20,
+        client_id=client_id,
+        max_request_size=max(1 << 20, s.max_message_bytes + 4096),
+        **kafka_python_config(s),
+    )
+
+
 def generate_to_kafka(
     s: Settings,
     *,
@@ -25,13 +39,7 @@ def generate_to_kafka(
     """Produce generated messages; `speed` is event seconds per wall second (0: no pacing).
     Event time starts `backfill_s` seconds ago: the past is sent at once, then traffic
     continues live."""
-    producer = KafkaProducer(
-        bootstrap_servers=s.bootstrap_servers,
-        linger_ms=20,
-        acks="all",
-        client_id="engagement-generate",
-        **kafka_python_config(s),
-    )
+    producer = kafka_producer(s, "engagement-generate")
     spec = TrafficSpec(seed=seed, rate_per_s=rate, malformed_fraction=malformed)
     now_ms = int(time.time() * 1000)
     start_ms = now_ms - int(backfill_s * 1000)

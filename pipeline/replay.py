@@ -278,21 +278,10 @@ def _records(
         yield n, rec
 
 
-def kafka_producer(s: Settings) -> _Producer:
-    """The producer replay uses: acks from all in-sync replicas, idempotent (the
-    kafka-python default), so a retried send is never written twice."""
-    from kafka import KafkaProducer
+def _kafka_producer(s: Settings) -> _Producer:
+    from pipeline.produce import kafka_producer  # kafka-python only when sending
 
-    from pipeline.security import kafka_python_config
-
-    producer: _Producer = KafkaProducer(
-        bootstrap_servers=s.bootstrap_servers,
-        acks="all",
-        linger_ms=20,
-        client_id="engagement-replay",
-        max_request_size=max(1 << 20, s.max_message_bytes + 4096),
-        **kafka_python_config(s),
-    )
+    producer: _Producer = kafka_producer(s, "engagement-replay")
     return producer
 
 
@@ -321,7 +310,7 @@ def replay(
     total = count_lines(path)
     progress = Progress(total, stream, quiet=quiet, clock=clock)
     try:
-        prod = producer if producer is not None else kafka_producer(s)
+        prod = producer if producer is not None else _kafka_producer(s)
     except KafkaError as exc:
         raise BrokerError(f"cannot connect to {s.bootstrap_servers}: {_error(exc)}") from None
     topics = {name: s.topic(name) for name in INPUT_TOPICS}

@@ -85,7 +85,7 @@ def restore(tracker: ResponseTracker, parts: list[bytes]) -> ResponseState:
         if replies:
             heapq.heappush(st.due, (min(replies), FIRST, a, c, i))
         if first is None:
-            tracker._schedule_sla(st, a, (c, i), entry)
+            tracker.schedule_sla(st, a, (c, i), entry)
     wait_ms = tracker.cfg.orphan_wait_s * 1000
     for a, c, i, times in doc["orphans"]:
         st.orphans.setdefault(a, {})[(c, i)] = times

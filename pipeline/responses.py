@@ -145,7 +145,7 @@ class ResponseTracker:
             heapq.heappush(st.due, (min(waiting), FIRST, account, channel, key[1]))
         else:
             st.open_counts[(channel, entry.kind)] += 1
-        self._schedule_sla(st, account, key, entry)
+        self.schedule_sla(st, account, key, entry)
         while st.tracked > self.cfg.max_tracked_per_partition and st.expiries:
             self._drop_oldest(st, "evicted")
 
@@ -177,7 +177,7 @@ class ResponseTracker:
         table = self._table(st, account, channel, entry)
         table.subsequent.add(max(0, ts - entry.ts_ms) / 1000)
 
-    def _schedule_sla(self, st: ResponseState, account: str, key: InboundKey, e: Inbound) -> None:
+    def schedule_sla(self, st: ResponseState, account: str, key: InboundKey, e: Inbound) -> None:
         sla_s = self.cfg.sla_s(account, e.kind, e.priority)
         if sla_s is None:
             return

@@ -59,7 +59,7 @@ def run(
 
 def check_against_truth(st: ResponseState, alerts: list[dict[str, Any]], truth: conv.Truth) -> None:
     for account, values in truth.first_s.items():
-        view = account_view(account, [st], None)
+        view = account_view(account, st, None)
         first = view["first_response_seconds"]
         assert first["count"] == len(values), account
         values.sort()
@@ -97,7 +97,7 @@ def test_a_snapshot_and_restore_part_way_changes_nothing(seed: int, restore_at: 
         a["alert_id"] for a in plain_alerts
     }
     for account in ("acme", "globex", "initech"):
-        a, b = account_view(account, [plain], None), account_view(account, [restored], None)
+        a, b = account_view(account, plain, None), account_view(account, restored, None)
         assert a == b
     check_against_truth(restored, restored_alerts, conv.offline(data.events, CFG, final))
 
@@ -135,12 +135,12 @@ def test_first_response_waits_for_the_watermark_and_takes_the_earliest_reply() -
     feed(tracker, st, reply("r1", START + 12 * MIN, "m1"))  # earlier, arriving later
     settled = tracker.advance(st, START + 30 * MIN).first_responses
     assert settled == [("x", "dm", 720.0)]
-    view = account_view("acme", [st], START + 30 * MIN)
+    view = account_view("acme", st, START + 30 * MIN)
     assert view["first_response_seconds"]["count"] == 1
     assert view["subsequent_response_seconds"]["count"] == 1
     assert view["within_sla_ratio"] == 1.0
     feed(tracker, st, reply("r3", START + 40 * MIN, "m1"))  # after settling: subsequent
-    assert account_view("acme", [st], None)["subsequent_response_seconds"]["count"] == 2
+    assert account_view("acme", st, None)["subsequent_response_seconds"]["count"] == 2
 
 
 def test_a_reply_before_its_message_waits_for_it_and_strays_are_counted() -> None:
@@ -149,14 +149,14 @@ def test_a_reply_before_its_message_waits_for_it_and_strays_are_counted() -> Non
     tracker.advance(st, START + 30 * MIN)
     feed(tracker, st, dm("m1", START))
     tracker.advance(st, START + 31 * MIN)
-    view = account_view("acme", [st], START + 31 * MIN)
+    view = account_view("acme", st, START + 31 * MIN)
     assert view["first_response_seconds"]["count"] == 1
     assert view["first_response_seconds"]["p50"] == sketch.quantile(
         sketch.merged([st.tables["acme"][("x", "dm", "normal", "")].first]), 0.5
     )
     assert view["unmatched_replies"] == 0  # still within the orphan wait
     tracker.advance(st, START + 2 * HOUR)
-    assert account_view("acme", [st], None)["unmatched_replies"] == 1
+    assert account_view("acme", st, None)["unmatched_replies"] == 1
 
 
 def test_sla_warning_then_breach_for_an_unanswered_dm_once_each() -> None:
@@ -172,7 +172,7 @@ def test_sla_warning_then_breach_for_an_unanswered_dm_once_each() -> None:
     validator("alert.v1.json").validate(alert)
     assert alert["event_id"] == "m1" and alert["severity"] == "critical"
     assert alert["window_start"].startswith("2026-") and alert["observed"] == 1800.0
-    view = account_view("acme", [st], START + 5 * HOUR)
+    view = account_view("acme", st, START + 5 * HOUR)
     assert view["open"] == {"count": 1, "oldest_age_seconds": 5 * 3600.0}
 
 
@@ -188,7 +188,7 @@ def test_a_reply_at_the_deadline_is_in_time_and_one_after_is_not() -> None:
     ] or sorted(kinds) == sorted(
         [("response_sla_warning", "a"), ("response_sla_warning", "b"), ("response_sla_breach", "b")]
     )
-    assert account_view("acme", [st], None)["within_sla_ratio"] == 0.5
+    assert account_view("acme", st, None)["within_sla_ratio"] == 0.5
 
 
 def weekdays_9_to_17(tz: str) -> Calendar:
@@ -226,7 +226,7 @@ def test_business_hours_sla_runs_over_the_weekend_in_the_accounts_time_zone() ->
     assert breach[0].business
     feed(tracker, st, reply("r1", ms("2026-11-23T09:40:00+01:00"), "m1"))
     tracker.advance(st, ms("2026-11-23T10:00:00+01:00"))
-    view = account_view("acme", [st], None)
+    view = account_view("acme", st, None)
     assert view["first_response_business_seconds"]["count"] == 1
     assert abs(view["first_response_business_seconds"]["p50"] - 70 * 60) <= 0.01 * 70 * 60
     assert view["first_response_seconds"]["p50"] > 2 * 24 * 3600  # the weekend counts here
@@ -263,11 +263,11 @@ def test_tracking_is_bounded_oldest_first_and_counted() -> None:
     feed(tracker, st, *(dm(f"m{i}", START + i * MIN) for i in range(5)))
     assert st.tracked == 3
     assert set(st.inbound["acme"]) == {("x", "m2"), ("x", "m3"), ("x", "m4")}
-    view = account_view("acme", [st], None)
+    view = account_view("acme", st, None)
     assert view["evicted"] == 2 and view["open"]["count"] == 3
     feed(tracker, st, reply("r0", START + 10 * MIN, "m0"))  # its message was dropped
     tracker.advance(st, START + 3 * HOUR)
-    assert account_view("acme", [st], None)["unmatched_replies"] == 1
+    assert account_view("acme", st, None)["unmatched_replies"] == 1
 
 
 def test_inbound_past_the_horizon_expire_and_are_counted() -> None:
@@ -276,7 +276,7 @@ def test_inbound_past_the_horizon_expire_and_are_counted() -> None:
     feed(tracker, st, dm("m1", START), dm("m2", START), reply("r2", START + MIN, "m2"))
     tracker.advance(st, START + HOUR + 1)
     assert st.tracked == 0 and st.open_counts[("x", "dm")] == 0
-    view = account_view("acme", [st], None)
+    view = account_view("acme", st, None)
     assert view["expired_unanswered"] == 1 and view["first_response_seconds"]["count"] == 1
 
 
@@ -291,7 +291,7 @@ def test_view_splits_by_channel_kind_priority_and_issue_type() -> None:
         reply("rc", START + 3 * MIN, "c1"),
     )
     tracker.advance(st, START + HOUR)
-    view = account_view("acme", [st], START + HOUR)
+    view = account_view("acme", st, START + HOUR)
     assert view["by_kind"]["dm"]["count"] == 1 and view["by_kind"]["comment"]["count"] == 1
     assert view["by_channel"]["x"]["count"] == 2
     assert view["by_priority"]["urgent"]["count"] == 1
