@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import UTC
 
 from pipeline import broker, security, settings
 
@@ -124,6 +125,52 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 1 if result.skipped else 0
 
 
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline import backtest, nab
+
+    cfg = _settings().detection.settings_for(None, "engagement")
+    try:
+        series = backtest.read_series(Path(args.series))
+        windows = (
+            nab.labels_for(nab.load_labels(Path(args.labels)), Path(args.series))
+            if args.labels
+            else None
+        )
+    except (backtest.BacktestError, ValueError, KeyError, OSError) as exc:
+        print(f"engagement backtest: {exc}", file=sys.stderr)
+        return 2
+    steps = backtest.run(series, cfg)
+    backtest.write_scored(Path(args.out), series, steps)
+    alerts = [bool(s.alert) for s in steps]
+    print(f"{len(steps)} rows, {sum(alerts)} alerts written to {args.out}")
+    if windows is not None:
+        naive = [t.replace(tzinfo=None) for t in series.timestamps]
+        rows = nab.window_rows(naive, windows)
+        for profile in nab.PROFILES:
+            fs = nab.score_file(alerts, rows, profile)
+            print(
+                f"NAB {profile.name}: {nab.normalized([fs], profile):.1f} "
+                f"(raw {fs.score:.3f}; {fs.true_positives} of {fs.windows} windows detected, "
+                f"{fs.false_positives} false positives)"
+            )
+    if args.plot:
+        from pipeline.backtest_plot import plot
+
+        plot(
+            Path(args.plot),
+            series.timestamps,
+            series.values,
+            [s.score for s in steps],
+            alerts,
+            [(a.replace(tzinfo=UTC), b.replace(tzinfo=UTC)) for a, b in windows or ()],
+            title=Path(args.series).name,
+        )
+        print(f"plot written to {args.plot}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
@@ -212,6 +259,27 @@ exit codes:
     )
     r.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the broker")
     r.set_defaults(func=cmd_replay)
+    bt = sub.add_parser(
+        "backtest",
+        help="run the spike/drop detector over a timestamp,value CSV",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Run the live spike/drop detector, with the live settings (the [detection]
+defaults of ENGAGEMENT_CONFIG, else the built-in ones), over SERIES.csv
+(header timestamp,value; one row per window, ascending) and write
+timestamp,value,anomaly_score,alert: alert is 1 where the worker would have
+raised a spike or drop alert. With --labels (a JSON object: file name ->
+[[start, end], ...]), print the NAB scores of the alerts.
+
+exit codes:
+  0  scored
+  2  an unreadable or invalid series or labels file""",
+    )
+    bt.add_argument("series", metavar="SERIES.csv")
+    bt.add_argument("--out", required=True, metavar="SCORED.csv")
+    bt.add_argument("--labels", metavar="WINDOWS.json", help="labeled anomaly windows")
+    bt.add_argument("--plot", metavar="OUT.png", help="draw series, alerts and windows")
+    bt.set_defaults(func=cmd_backtest)
     d = sub.add_parser("demo", help="broker + worker + generator, alerts shown live")
     d.add_argument("--port", type=int, default=0, help="broker port (default: a free one)")
     d.add_argument("--web-port", type=int, default=6066)

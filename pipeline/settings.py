@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import response_settings
+from pipeline import detection_settings, response_settings
+from pipeline.detection_settings import DetectionSettings
 from pipeline.events import KINDS
 from pipeline.response_settings import ResponseSettings
 from pipeline.settings_checks import (
@@ -153,6 +154,8 @@ class Settings:
     thresholds: tuple[ThresholdRule, ...] = ()
     # [responses] and [calendars.NAME]: pairing, SLAs, business hours
     responses: ResponseSettings = field(default_factory=ResponseSettings)
+    # [detection]: spike/drop detectors (defaults, per-account overrides, competitors)
+    detection: DetectionSettings = field(default_factory=DetectionSettings)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -384,6 +387,9 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
         )
         if responses is not None:
             values["responses"] = responses
+        detection = detection_settings.parse(doc.pop("detection", None), problems)
+        if detection is not None:
+            values["detection"] = detection
         flat = _flatten(doc, problems)
         weights = dict(defaults.weights)
         for key, value in flat.items():

@@ -1,0 +1,220 @@
+"""Online spike and drop detection for one series of window values.
+
+Causal and single pass: each step reads one window value and the detector's own
+state, never a later value, so the backtest and the live worker decide alike.
+Bounded memory: a level, a robust scale, 24 hour-of-day offsets and two weeks of
+daily extremes, whatever the series' length.
+
+How a step is judged:
+1. The value is transformed (counts: variance-stabilising square root, so a jump
+   from 0 to 9 and one from 400 to 520 are comparable; shares: as they are).
+2. Expected = level + the offset of the hour of day (UTC). The deviation z is the
+   residual in units of a robust running scale (mean absolute residual).
+3. Level, offsets and scale learn from the residual clipped to `clip` scales, so a
+   spike barely moves them: the detector is robust to its own past anomalies.
+4. Every series has its own rhythm of deviations (a busy account spikes daily).
+   So z is compared with the typical daily peak deviation of the last
+   `history_days` (median of the daily maxima): a spike is a deviation
+   `spike_ratio` times larger than a usual day's largest one, and at least
+   `min_z`. Drops likewise against the daily minima.
+5. Persistence (consecutive qualifying windows), a volume floor and a cooldown
+   in event time turn qualifying windows into alerts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+REF_STEP_S = 300  # the smoothing rates are stated per 5 minutes of event time
+UP, DOWN = "spike", "drop"
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorSettings:
+    """Defaults need no tuning per account (chosen on mention-volume series, see
+    README, Spike and drop detection); each can be overridden per account."""
+
+    # "count": square root (volumes); "log": relative changes (rates); "share": as is
+    transform: str = "count"
+    level_alpha: float = 0.02  # per 5 min of event time
+    season_alpha: float = 0.1  # per 5 min, for the hour-of-day offset being visited
+    scale_alpha: float = 0.01  # per 5 min
+    clip: float = 3.0  # residuals are clipped to this many scales before learning
+    scale_floor: float = 0.5  # the smallest scale (transformed units)
+    history_days: int = 14  # daily extremes remembered
+    min_history_days: int = 2  # no alert before this many whole days were seen
+    history_floor: float = 3.0  # a typical daily peak is taken as at least this
+    spike_ratio: float = 1.5  # z against the typical daily peak deviation
+    drop_ratio: float = 1.5  # |z| against the typical daily lowest deviation
+    min_z: float = 4.0  # and never below this many scales
+    spike_persistence: int = 1  # consecutive qualifying windows before a spike alert
+    drop_persistence: int = 2  # a drop must hold longer: one quiet window is common
+    min_volume: float = 5.0  # a spike needs at least this observed value (counts)
+    min_expected: float = 20.0  # a drop needs at least this expected value (counts)
+    cooldown_s: int = 86_400  # per series and direction, in event time
+    directions: tuple[str, ...] = (UP, DOWN)
+    critical_ratio: float = 2.0  # severity critical from this multiple of the ratio
+
+    def with_overrides(self, values: dict[str, Any]) -> DetectorSettings:
+        return replace(self, **values)
+
+
+FIELDS = frozenset(f.name for f in fields(DetectorSettings))
+
+
+@dataclass(slots=True)
+class DetectorState:
+    """Everything the detector remembers about one series; plain JSON-able data."""
+
+    level: float | None = None
+    scale: float = 1.0
+    season: list[float] = field(default_factory=lambda: [0.0] * 24)
+    last_start_ms: int | None = None
+    day: int | None = None
+    day_max: float = 0.0
+    day_min: float = 0.0
+    maxima: list[float] = field(default_factory=list)  # of whole past days, oldest first
+    minima: list[float] = field(default_factory=list)
+    streak_up: int = 0
+    streak_down: int = 0
+    last_up_ms: int | None = None  # window start of the last alert, per direction
+    last_down_ms: int | None = None
+
+    def to_json(self) -> list[Any]:
+        return [
+            self.level, self.scale, self.season, self.last_start_ms, self.day,
+            self.day_max, self.day_min, self.maxima, self.minima, self.streak_up,
+            self.streak_down, self.last_up_ms, self.last_down_ms,
+        ]  # fmt: skip
+
+    @classmethod
+    def from_json(cls, d: list[Any]) -> DetectorState:
+        return cls(*d)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What one window made of the series."""
+
+    start_ms: int
+    observed: float
+    expected: float  # in the series' own units
+    z: float  # deviation in scales (signed)
+    ratio: float  # z against the typical daily extreme of its sign (signed)
+    score: float  # anomaly score in [0, 1]; 0.5 where the ratio reaches its threshold
+    alert: str | None = None  # UP or DOWN when this window raises an alert
+    threshold: float | None = None  # the observed value that would have qualified
+    typical_peak: float = 0.0  # the typical daily extreme deviation compared with
+    severity: str = "warning"
+
+
+def _alpha(rate: float, step_s: float) -> float:
+    """A smoothing rate stated per 5 minutes, for steps of another length."""
+    return float(1.0 - (1.0 - rate) ** (step_s / REF_STEP_S))
+
+
+def _median(xs: list[float]) -> float:
+    s = sorted(xs)
+    n = len(s)
+    return float(s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2)
+
+
+def _score(ratio: float, threshold: float) -> float:
+    """0 at no deviation, 0.5 at the threshold, towards 1 beyond it."""
+    if ratio <= 0:
+        return 0.0
+    return float(1.0 / (1.0 + (threshold / ratio) ** 4))
+
+
+class Detector:
+    """The logic; `DetectorState` is the data. One instance serves many series."""
+
+    def __init__(self, cfg: DetectorSettings, step_s: int) -> None:
+        self.cfg = cfg
+        self.step_s = step_s
+        self.a_level = _alpha(cfg.level_alpha, step_s)
+        self.a_season = _alpha(cfg.season_alpha, step_s)
+        self.a_scale = _alpha(cfg.scale_alpha, step_s)
+
+    def forward(self, x: float) -> float:
+        if self.cfg.transform == "count":
+            return 2.0 * math.sqrt(max(x, 0.0) + 0.375)
+        if self.cfg.transform == "log":
+            return math.log(max(x, 1e-12))
+        return x
+
+    def inverse(self, y: float) -> float:
+        if self.cfg.transform == "count":
+            return max((y / 2.0) ** 2 - 0.375, 0.0)
+        if self.cfg.transform == "log":
+            return math.exp(min(y, 700.0))
+        return y
+
+    def step(self, st: DetectorState, start_ms: int, x: float) -> Step:
+        """Feed the value of the window starting at `start_ms` (windows in order)."""
+        cfg = self.cfg
+        y = self.forward(x)
+        if st.level is None:
+            st.level, st.scale = y, max(1.0 if cfg.transform == "count" else 0.0, cfg.scale_floor)
+        day = start_ms // DAY_MS
+        if st.day is None:
+            st.day = day
+        elif day != st.day:  # a day ended: remember its extremes
+            st.maxima = [*st.maxima, st.day_max][-cfg.history_days :]
+            st.minima = [*st.minima, st.day_min][-cfg.history_days :]
+            st.day, st.day_max, st.day_min = day, 0.0, 0.0
+        hour = (start_ms % DAY_MS) // HOUR_MS
+        exp_y = st.level + st.season[hour]
+        resid = y - exp_y
+        scale = max(st.scale, cfg.scale_floor)
+        z = resid / scale
+
+        ready = len(st.maxima) >= cfg.min_history_days
+        peak_up = max(_median(st.maxima), cfg.history_floor) if ready else math.inf
+        peak_down = max(-_median(st.minima), cfg.history_floor) if ready else math.inf
+        expected = self.inverse(exp_y)
+        alert = None
+        if z >= 0:
+            ratio = z / peak_up
+            score = _score(ratio, cfg.spike_ratio)
+            ok = UP in cfg.directions and ratio >= cfg.spike_ratio and z >= cfg.min_z
+            ok = ok and (cfg.transform != "count" or x >= cfg.min_volume)
+            st.streak_up, st.streak_down = (st.streak_up + 1 if ok else 0), 0
+            if ok and st.streak_up >= cfg.spike_persistence and self._cool(st.last_up_ms, start_ms):
+                alert, st.last_up_ms = UP, start_ms
+            typical, need = peak_up, max(cfg.spike_ratio * peak_up, cfg.min_z)
+        else:
+            ratio = z / peak_down
+            score = _score(-ratio, cfg.drop_ratio)
+            ok = DOWN in cfg.directions and -ratio >= cfg.drop_ratio and -z >= cfg.min_z
+            ok = ok and (cfg.transform != "count" or expected >= cfg.min_expected)
+            st.streak_up, st.streak_down = 0, (st.streak_down + 1 if ok else 0)
+            cool = self._cool(st.last_down_ms, start_ms)
+            if ok and st.streak_down >= cfg.drop_persistence and cool:
+                alert, st.last_down_ms = DOWN, start_ms
+            typical, need = peak_down, -max(cfg.drop_ratio * peak_down, cfg.min_z)
+        threshold = self.inverse(exp_y + need * scale) if ready else None
+        severity = "critical" if abs(ratio) >= cfg.critical_ratio * cfg.spike_ratio else "warning"
+
+        # Learn from the clipped residual: a spike moves the baseline by at most `clip`.
+        r = max(-cfg.clip * scale, min(cfg.clip * scale, resid))
+        st.level += self.a_level * r
+        season = st.season
+        season[hour] += self.a_season * r
+        mean = sum(season) / 24.0
+        if mean:
+            st.season = [s - mean for s in season]  # the level carries the mean
+        st.scale += self.a_scale * (min(abs(resid), cfg.clip * scale) * 1.2533 - st.scale)
+        st.day_max, st.day_min = max(st.day_max, z), min(st.day_min, z)
+        st.last_start_ms = start_ms
+        return Step(
+            start_ms, x, expected, z, ratio, score, alert, threshold,
+            typical if ready else 0.0, severity,
+        )  # fmt: skip
+
+    def _cool(self, last_ms: int | None, start_ms: int) -> bool:
+        return last_ms is None or start_ms - last_ms >= self.cfg.cooldown_s * 1000
