@@ -27,7 +27,7 @@ import orjson
 from faust.types import TP
 
 from agents.delivery import fatal_on_failure
-from pipeline import alerts, deadletter, response_alerts, response_snapshot, wire
+from pipeline import alerts, deadletter, detection, response_alerts, response_snapshot, wire
 from pipeline.aggregator import Delta, FinalWindow, PartitionState
 from pipeline.labels import OTHER
 from pipeline.progress import SETTLE_MS, Sources
@@ -54,6 +54,10 @@ def marker_key(p: int) -> bytes:
 
 def outbox_key(p: int, i: int) -> bytes:
     return f"o:{p}:{i}".encode()
+
+
+def detector_key(p: int, account: str) -> bytes:
+    return f"x:{p}:{account}".encode()
 
 
 def snapshot_key(p: int, gen: int, i: int) -> bytes:
@@ -107,6 +111,12 @@ class PartitionWork:
         for d in sorted(deltas, key=lambda d: d.seq):
             if d.seq > state.responses.snap_seq:
                 tracker.apply_rows(state.responses, d.rows)
+        # Detector state: one record per account, as of the last published close
+        det_prefix = f"x:{p}:".encode()
+        for k, v in data.items():
+            if k.startswith(det_prefix) and v:
+                account = k[len(det_prefix) :].decode()
+                state.detection[account] = detection.AccountSeries.from_json(orjson.loads(v))
         # Until this worker has re-read the partition's backlog as it stood at the
         # restore, publish nothing new: the restored watermark may already make windows
         # final whose rows are in that backlog (their deltas were lost in the crash),
@@ -118,6 +128,14 @@ class PartitionWork:
         if parts:
             entries = [e for i in range(parts) for e in orjson.loads(data[outbox_key(p, i)])]
             self.outbox[p] = (entries, parts)
+            for kind, account, value, _ in entries:  # newer than the per-account records
+                if kind == "detector":
+                    if value:
+                        state.detection[account] = detection.AccountSeries.from_json(
+                            orjson.loads(value)
+                        )
+                    else:
+                        state.detection.pop(account, None)
         # Until every router has reported where its input partitions stand, hold.
         state.sources = Sources(
             self.rt.aggregator.cfg.source_stale_ms,
@@ -251,6 +269,7 @@ class PartitionWork:
         self.last_close[p] = wall_ms
         records = rt.aggregator.close_windows(state, wall_ms, max_windows=MAX_CLOSE)
         outbox = self.outputs(state, records)
+        outbox += self.detection_outputs(state, records)
         if state.watermark.floor_ms is not None:
             outbox += self.response_outputs(state, state.watermark.floor_ms)
         if outbox:
@@ -312,6 +331,28 @@ class PartitionWork:
             for d in advanced.decisions
         ]
 
+    def detection_outputs(self, state: PartitionState, records: list[FinalWindow]) -> list[Any]:
+        """Spike/drop alerts of the windows now final, and the detector state of every
+        account that moved, as outbox records: both are published by the same marker."""
+        det = self.rt.detection
+        adv = det.advance(
+            state.detection,
+            (r.record for r in records),
+            state.emitted_through_ms,
+            self.rt.aggregator.cfg.grace_ms,
+        )
+        out: list[list[Any]] = []
+        for f in adv.found:
+            cfg = det.detector(f.account, f.series).cfg
+            ratio = cfg.spike_ratio if f.step.alert == "spike" else cfg.drop_ratio
+            alert = detection.build_alert(f, det.cfg.window_s, cfg.history_days, ratio)
+            out.append(["alert", f.account, orjson.dumps(alert).decode(), 0])
+        for account in sorted(adv.changed):
+            value = orjson.dumps(state.detection[account].to_json()).decode()
+            out.append(["detector", account, value, 0])
+        out.extend(["detector", account, "", 0] for account in sorted(adv.forgotten))
+        return out
+
     def track(self, p: int, fut: Any) -> None:
         """Remember a delivery to wait for before the next close publishes anything."""
         pending = self.pending.setdefault(p, [])
@@ -354,6 +395,11 @@ class PartitionWork:
         pending = []
         now = time.time()
         for kind, account, value, newest in outbox:
+            if kind == "detector":  # state, not output: to the changelog
+                pending.append(
+                    await self.write(p, detector_key(p, account), value.encode() or None)
+                )
+                continue
             fut = await topics[kind].send(key=account.encode(), value=value.encode())
             pending.append(fatal_on_failure(fut, kind))
             if kind == "window":

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from agents import faust_fixes
 from pipeline.aggregator import Aggregator, AggregatorConfig, PartitionState
+from pipeline.detection import Detection
 from pipeline.labels import AccountLabels
 from pipeline.metrics import EngagementMetrics
 from pipeline.responses import ResponseTracker
@@ -45,6 +46,7 @@ class Runtime:
     metrics: EngagementMetrics
     aggregator: Aggregator
     responses: ResponseTracker
+    detection: Detection
     labels: AccountLabels
     raw_topics: dict[str, str]  # full topic name -> kind family
     events_topic: Any
@@ -68,6 +70,7 @@ def aggregator_config(s: Settings) -> AggregatorConfig:
         default_basis=s.default_rate_basis,
         source_stale_ms=int(s.progress_stale_s * 1000),
         max_cooldown_ms=max((r.cooldown_s for r in s.thresholds), default=0) * 1000,
+        negative_below=s.detection.negative_below,
     )
 
 
@@ -125,6 +128,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         metrics=EngagementMetrics.create(registry),
         aggregator=Aggregator(aggregator_config(s)),
         responses=ResponseTracker(s.responses),
+        detection=Detection(s.detection),
         labels=AccountLabels(s.metrics_accounts, s.metrics_top_accounts),
         raw_topics={s.topic(name): family for name, family in RAW_TOPICS.items()},
         events_topic=topic(EVENTS_TOPIC, internal=True),

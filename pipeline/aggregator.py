@@ -120,7 +120,7 @@ class Aggregator(Retention):
         interaction = row[0] == wire.INTERACTION
         if interaction:
             account, channel, ts = row[wire.I_ACCOUNT], row[wire.I_CHANNEL], row[wire.I_TS]
-            kind, actor = row[wire.I_KIND], row[wire.I_ACTOR]
+            kind, actor, sentiment = row[wire.I_KIND], row[wire.I_ACTOR], row[wire.I_SENTIMENT]
             broker_ms = row[wire.I_SRC][3]
         else:
             account, channel, ts = row[wire.X_ACCOUNT], row[wire.X_CHANNEL], row[wire.X_TS]
@@ -157,6 +157,10 @@ class Aggregator(Retention):
                     agg.actors.add(actor)
                 if late:
                     agg.late += 1
+                if sentiment is not None:
+                    agg.scored += 1
+                    if sentiment <= self.cfg.negative_below:
+                        agg.negative += 1
             else:
                 if row[wire.X_IMPRESSIONS] is not None:
                     agg.impressions = (agg.impressions or 0) + row[wire.X_IMPRESSIONS]
@@ -247,4 +251,5 @@ class Aggregator(Retention):
             "rate_by_impressions": by["impressions"],
             "engagement_rate": rates.headline(by, basis),
             "rate_basis": basis,
+            "sentiment": {"scored": agg.scored, "negative": agg.negative},
         }

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline import wire
+from pipeline.detection import AccountSeries
 from pipeline.progress import Sources
 from pipeline.responses import ResponseState
 from pipeline.watermark import WatermarkState
@@ -27,6 +28,8 @@ class WindowAgg:
     reach: int | None = None
     max_event_ms: int = 0
     newest_broker_ms: int = 0  # broker append time of the newest contributing message
+    scored: int = 0  # interactions with a sentiment
+    negative: int = 0  # of which at or below the negative threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,7 @@ class PartitionState:
     # (seq, max window end, max event ts) of every retained delta, oldest first
     deltas: deque[tuple[int, int, int]] = field(default_factory=deque)
     responses: ResponseState = field(default_factory=ResponseState)
+    detection: dict[str, AccountSeries] = field(default_factory=dict)  # account -> series
 
 
 @dataclass(slots=True)
@@ -105,6 +109,7 @@ class AggregatorConfig:
     default_basis: str = "followers"
     source_stale_ms: int = SOURCE_STALE_MS
     max_cooldown_ms: int = 0  # longest alert cooldown: older cooldown entries are dropped
+    negative_below: float = -0.25  # a sentiment at or below this is negative
 
 
 def dedup_id(row: wire.Row) -> str:

@@ -1,0 +1,229 @@
+"""Spike and drop detection on final windows: per account series, fed in window order.
+
+At each close, the final windows of the detection size (`[detection] window_s`)
+become one value per account and series (channels summed). Every tracked account
+is fed every final window in order, an empty one as 0: a silent account is a drop,
+not a gap. Rate and share series skip windows with too few events to judge.
+Each account's detector state is saved after every step it took (the agent
+writes it to the changelog with the close's outputs); a window at or before an
+account's `through_ms` is never fed twice, so a re-close after a crash decides
+exactly as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline.alerts import SCHEMA_VERSION, alert_id
+from pipeline.detection_settings import SERIES, DetectionSettings
+from pipeline.detector import UP, Detector, DetectorState, Step
+from pipeline.windows import rfc3339
+
+_LABELS = {
+    "engagement": "Weighted engagement",
+    "engagement_rate": "The engagement rate",
+    "mentions": "Mentions",
+    "negative_share": "The share of negative sentiment",
+    "share_of_voice": "The share of voice",
+}
+
+
+@dataclass(slots=True)
+class AccountSeries:
+    through_ms: int  # start of the last window fed
+    seen_ms: int  # start of the last window that had events
+    states: dict[str, DetectorState] = field(default_factory=dict)
+
+    def to_json(self) -> list[Any]:
+        return [self.through_ms, self.seen_ms, {k: v.to_json() for k, v in self.states.items()}]
+
+    @classmethod
+    def from_json(cls, d: list[Any]) -> AccountSeries:
+        return cls(d[0], d[1], {k: DetectorState.from_json(v) for k, v in d[2].items()})
+
+
+@dataclass(slots=True)
+class Found:
+    account: str
+    series: str
+    step: Step
+
+
+@dataclass(slots=True)
+class Advanced:
+    found: list[Found] = field(default_factory=list)
+    changed: set[str] = field(default_factory=set)  # accounts whose state moved
+    forgotten: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _Window:
+    weighted: float = 0.0
+    mentions: float = 0.0
+    denominator: float = 0.0
+    events: int = 0
+    scored: int = 0
+    negative: int = 0
+
+
+def _collect(records: Iterable[dict[str, Any]], size_s: int) -> dict[str, dict[int, _Window]]:
+    """Final window records of one size, summed over channels: account -> start -> sums."""
+    out: dict[str, dict[int, _Window]] = {}
+    for rec in records:
+        if rec["size_seconds"] != size_s:
+            continue
+        start = int(datetime.fromisoformat(rec["window_start"]).timestamp() * 1000)
+        w = out.setdefault(rec["account_id"], {}).setdefault(start, _Window())
+        w.weighted += rec["weighted_engagement"]
+        counts = rec["counts"]
+        w.mentions += counts.get("mention", 0)
+        w.events += sum(n for k, n in counts.items() if k != "reply")
+        den = rec.get(rec.get("rate_basis") or "followers")
+        if den:
+            w.denominator += den
+        sent = rec.get("sentiment") or {}
+        w.scored += sent.get("scored", 0)
+        w.negative += sent.get("negative", 0)
+    return out
+
+
+class Detection:
+    """The logic; the per-partition data is a dict account -> AccountSeries."""
+
+    def __init__(self, cfg: DetectionSettings) -> None:
+        self.cfg = cfg
+        self.size_ms = cfg.window_s * 1000
+        self._detectors: dict[tuple[str | None, str], Detector] = {}
+        self.rivals = {a: c for a, c in cfg.competitors.items() if "share_of_voice" in cfg.series}
+
+    def detector(self, account: str, series: str) -> Detector:
+        key = (account if account in self.cfg.accounts else None, series)
+        det = self._detectors.get(key)
+        if det is None:
+            det = Detector(self.cfg.settings_for(key[0], series), self.cfg.window_s)
+            self._detectors[key] = det
+        return det
+
+    def last_final_start(self, through_ms: int | None, grace_ms: int) -> int | None:
+        """The start of the newest window of the detection size that is final."""
+        if through_ms is None:
+            return None
+        return (through_ms - grace_ms - self.size_ms) // self.size_ms * self.size_ms
+
+    def values(
+        self, account: str, w: _Window | None, windows: dict[str, dict[int, _Window]], start: int
+    ) -> dict[str, float | None]:
+        """Each series' value for one account and window; None: not enough to judge."""
+        w = w or _Window()
+        min_n = self.cfg.min_events
+        out: dict[str, float | None] = {"engagement": w.weighted, "mentions": w.mentions}
+        out["engagement_rate"] = (
+            w.weighted / w.denominator if w.denominator and w.events >= min_n else None
+        )
+        out["negative_share"] = w.negative / w.scored if w.scored >= min_n else None
+        rivals = self.rivals.get(account)
+        if rivals:
+            theirs = sum(
+                rw.mentions for r in rivals if (rw := windows.get(r, {}).get(start)) is not None
+            )
+            total = w.mentions + theirs
+            out["share_of_voice"] = w.mentions / total if total >= min_n else None
+        return out
+
+    def advance(
+        self,
+        accounts: dict[str, AccountSeries],
+        records: Iterable[dict[str, Any]],
+        through_ms: int | None,
+        grace_ms: int,
+    ) -> Advanced:
+        """Feed every tracked account the windows that became final, in order."""
+        res = Advanced()
+        last = self.last_final_start(through_ms, grace_ms)
+        windows = _collect(records, self.cfg.window_s)
+        size, forget_ms = self.size_ms, self.cfg.forget_after_s * 1000
+        if last is None:
+            return res
+        for account, by_start in windows.items():
+            first = min(by_start)
+            acc = accounts.get(account)
+            if acc is None or first - acc.through_ms > forget_ms:  # new, or back after long
+                accounts[account] = AccountSeries(first - size, first)
+        for account, acc in list(accounts.items()):
+            mine = windows.get(account, {})
+            if mine:
+                acc.seen_ms = max(acc.seen_ms, max(mine))
+            if last - acc.seen_ms > forget_ms:
+                del accounts[account]
+                res.forgotten.add(account)
+                continue
+            start = acc.through_ms + size
+            while start <= last:
+                self._step(account, acc, mine.get(start), windows, start, res)
+                start += size
+            if acc.through_ms != start - size:
+                acc.through_ms = start - size
+                res.changed.add(account)
+        return res
+
+    def _step(
+        self,
+        account: str,
+        acc: AccountSeries,
+        w: _Window | None,
+        windows: dict[str, dict[int, _Window]],
+        start: int,
+        res: Advanced,
+    ) -> None:
+        for series, value in self.values(account, w, windows, start).items():
+            if value is None or series not in self.cfg.series:
+                continue
+            st = acc.states.get(series)
+            if st is None:
+                st = acc.states[series] = DetectorState()
+            step = self.detector(account, series).step(st, start, value)
+            if step.alert:
+                res.found.append(Found(account, series, step))
+
+
+def build_alert(f: Found, size_s: int, history_days: int, ratio_needed: float) -> dict[str, Any]:
+    """The alert.v1 record of one detection: what was observed, what was expected, the
+    threshold and why; never message text (series are counts and shares)."""
+    s = f.step
+    up_type, down_type, metric = SERIES[f.series]
+    kind = up_type if s.alert == UP else down_type
+    start, end = s.start_ms, s.start_ms + size_s * 1000
+    share = f.series in ("negative_share", "share_of_voice")
+
+    def fmt(x: float | None) -> str:
+        if x is None:
+            return "n/a"
+        return f"{x:.1%}" if share else f"{x:.4g}"
+
+    direction = "above" if s.alert == UP else "below"
+    message = (
+        f"{_LABELS[f.series]} was {fmt(s.observed)} in the {size_s // 60} min window from "
+        f"{rfc3339(start)}, against about {fmt(s.expected)} expected for this hour; the "
+        f"alert threshold was {fmt(s.threshold)} ({direction}). The deviation is "
+        f"{abs(s.z):.1f} robust scales, {abs(s.ratio):.1f}x the typical daily extreme of the "
+        f"last {history_days} days ({s.typical_peak:.1f}); alerts start at {ratio_needed:g}x."
+    )
+    return {
+        "alert_id": alert_id("detector", kind, f.account, f.series, size_s, start),
+        "schema_version": SCHEMA_VERSION,
+        "type": kind,
+        "severity": s.severity,
+        "account_id": f.account,
+        "channel": None,
+        "metric": metric,
+        "window_start": rfc3339(start),
+        "window_end": rfc3339(end),
+        "observed": s.observed,
+        "expected": s.expected,
+        "threshold": s.threshold,
+        "message": message,
+        "emitted_at": datetime.now(tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    }
