@@ -95,6 +95,7 @@ def register(rt: Runtime) -> None:
     topics = rt.app.topic(*rt.raw_topics, key_serializer="raw", value_serializer="raw")
     max_bytes, max_future_ms = s.max_message_bytes, s.max_future_s * 1000
     parts = s.partitions
+    homes = s.detection.homes()  # competitors are placed with their brand
     families = rt.raw_topics
     invalid_metric = rt.metrics.invalid
     progress = Progress()
@@ -121,7 +122,8 @@ def register(rt: Runtime) -> None:
                         row = wire.interaction_row(result, src)
                     else:
                         row = wire.exposure_row(result, src)
-                    p = partition_for(result.account_id, parts)
+                    acc = result.account_id
+                    p = partition_for(homes.get(acc, acc), parts)
                     chunks = batches.setdefault(p, [[]])
                     size = sizes.get(p, 0) + len(msg.value)
                     if size > MAX_BATCH_BYTES and chunks[-1]:

@@ -34,7 +34,8 @@ def register(rt: Runtime) -> None:
         )
 
     async def response_times(web: Any, request: Any, account_id: str) -> Any:
-        p = partition_for(account_id, rt.settings.partitions)
+        home = rt.settings.detection.homes().get(account_id, account_id)
+        p = partition_for(home, rt.settings.partitions)
         state = rt.states.get(p)
         if state is None:
             # Another worker owns the account's partition: ask it (faust's router).

@@ -57,6 +57,11 @@ class DetectionSettings:
     accounts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     competitors: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
+    def homes(self) -> dict[str, str]:
+        """competitor -> brand: the key that places a competitor's events, so share of
+        voice sees the brand and its competitors in one partition."""
+        return {r: brand for brand, rivals in self.competitors.items() for r in rivals}
+
     def settings_for(self, account: str | None, series: str) -> DetectorSettings:
         values = {**_SERIES_DEFAULTS[series], **self.defaults}
         if account is not None:
@@ -139,6 +144,18 @@ def parse(raw: Any, problems: list[tuple[str, str]]) -> DetectionSettings | None
         problems.append(("detection.competitors", "must be a table of account = [accounts]"))
     else:
         values["competitors"] = {a: tuple(v) for a, v in comp.items()}
+        seen: dict[str, str] = {}
+        for brand, rivals in comp.items():
+            for member in (brand, *rivals):
+                if member in seen and seen[member] != brand:
+                    problems.append(
+                        (
+                            f"detection.competitors.{brand}",
+                            f"'{member}' is already in the set of '{seen[member]}': "
+                            "an account may be in one competitor set",
+                        )
+                    )
+                seen.setdefault(member, brand)
     values["defaults"] = _detector_values("detection", raw, problems)
     if len(problems) > before:
         return None

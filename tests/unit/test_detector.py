@@ -278,7 +278,7 @@ def test_a_regular_daily_peak_is_learned_but_the_same_peak_at_another_hour_alert
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_a_long_surge_barely_moves_the_baseline(seed: int) -> None:
+def test_a_long_surge_moves_the_baseline_by_a_bounded_factor(seed: int) -> None:
     values = traffic(7, seed=seed)
     surge = range(at(5, 8), at(5, 14))  # six hours at 20 times the traffic
     surged = scaled(values, 20.0, surge)
@@ -286,6 +286,9 @@ def test_a_long_surge_barely_moves_the_baseline(seed: int) -> None:
     plain = run(values)[later].expected
     clipped = run(surged)
     assert alerts(clipped) == [(surge[0], UP)]
+    # Not by nothing: the scale learns from residuals clipped relative to itself, so
+    # it grows through a sustained surge (about sevenfold in six hours) and the clip
+    # loosens with it. Measured: 2.6 to 3.0 times the undisturbed expectation.
     assert clipped[later].expected < 3.5 * plain
     # Clipping is what holds it: unclipped, the baseline follows the surge.
     unclipped = run(surged, DetectorSettings(clip=1000.0))[later].expected
