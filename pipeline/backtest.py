@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ class BacktestError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Series:
     raw_timestamps: list[str]  # as written, echoed to the output
+    raw_values: list[str]
     timestamps: list[datetime]
     values: list[float]
 
@@ -41,6 +43,7 @@ def _parse_ts(text: str) -> datetime:
 
 def read_series(path: Path) -> Series:
     raw: list[str] = []
+    raw_values: list[str] = []
     ts: list[datetime] = []
     values: list[float] = []
     try:
@@ -55,19 +58,20 @@ def read_series(path: Path) -> Series:
                 try:
                     t, v = _parse_ts(row[0]), float(row[1])
                 except (ValueError, IndexError, OverflowError):
-                    raise BacktestError(
-                        f"{path}: line {line}: expected a timestamp and a number"
-                    ) from None
+                    v = math.nan
+                if not math.isfinite(v):  # one nan would silence every later window
+                    raise BacktestError(f"{path}: line {line}: expected a timestamp and a number")
                 if ts and t <= ts[-1]:
                     raise BacktestError(f"{path}: line {line}: timestamps must ascend")
                 raw.append(row[0])
+                raw_values.append(row[1].strip())
                 ts.append(t)
                 values.append(v)
     except OSError as exc:
         raise BacktestError(f"{path}: {exc.strerror or exc}") from None
     if len(ts) < 2:
         raise BacktestError(f"{path}: needs at least two rows")
-    return Series(raw, ts, values)
+    return Series(raw, raw_values, ts, values)
 
 
 def step_seconds(timestamps: Sequence[datetime]) -> int:
@@ -89,5 +93,6 @@ def write_scored(path: Path, series: Series, steps: Sequence[Step]) -> None:
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["timestamp", "value", "anomaly_score", "alert"])
-        for raw, v, s in zip(series.raw_timestamps, series.values, steps, strict=True):
-            w.writerow([raw, f"{v:g}", f"{s.score:.6f}", 1 if s.alert else 0])
+        rows = zip(series.raw_timestamps, series.raw_values, steps, strict=True)
+        for raw, value, s in rows:
+            w.writerow([raw, value, f"{s.score:.6f}", 1 if s.alert else 0])

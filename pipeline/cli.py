@@ -139,7 +139,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             else None
         )
     except (backtest.BacktestError, ValueError, KeyError, OSError) as exc:
-        print(f"engagement backtest: {exc}", file=sys.stderr)
+        reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"engagement backtest: {reason}", file=sys.stderr)
         return 2
     steps = backtest.run(series, cfg)
     backtest.write_scored(Path(args.out), series, steps)

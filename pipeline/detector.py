@@ -79,6 +79,7 @@ class DetectorState:
     day_min: float = 0.0
     maxima: list[float] = field(default_factory=list)  # of whole past days, oldest first
     minima: list[float] = field(default_factory=list)
+    partial_day: bool = False  # the current day began mid-day: its extremes don't count
     streak_up: int = 0
     streak_down: int = 0
     last_up_ms: int | None = None  # window start of the last alert, per direction
@@ -86,9 +87,10 @@ class DetectorState:
 
     def to_json(self) -> list[Any]:
         return [
-            self.level, self.scale, self.season, self.last_start_ms, self.day,
-            self.day_max, self.day_min, self.maxima, self.minima, self.streak_up,
-            self.streak_down, self.last_up_ms, self.last_down_ms,
+            self.level, self.scale, list(self.season), self.last_start_ms, self.day,
+            self.day_max, self.day_min, list(self.maxima), list(self.minima),
+            self.partial_day, self.streak_up, self.streak_down, self.last_up_ms,
+            self.last_down_ms,
         ]  # fmt: skip
 
     @classmethod
@@ -149,7 +151,7 @@ class Detector:
 
     def inverse(self, y: float) -> float:
         if self.cfg.transform == "count":
-            return max((y / 2.0) ** 2 - 0.375, 0.0)
+            return max((max(y, 0.0) / 2.0) ** 2 - 0.375, 0.0)
         if self.cfg.transform == "log":
             return math.exp(min(y, 700.0))
         return y
@@ -162,11 +164,12 @@ class Detector:
             st.level, st.scale = y, max(1.0 if cfg.transform == "count" else 0.0, cfg.scale_floor)
         day = start_ms // DAY_MS
         if st.day is None:
-            st.day = day
-        elif day != st.day:  # a day ended: remember its extremes
-            st.maxima = [*st.maxima, st.day_max][-cfg.history_days :]
-            st.minima = [*st.minima, st.day_min][-cfg.history_days :]
-            st.day, st.day_max, st.day_min = day, 0.0, 0.0
+            st.day, st.partial_day = day, start_ms % DAY_MS != 0
+        elif day != st.day:  # a day ended: remember its extremes, if it was whole
+            if not st.partial_day:
+                st.maxima = [*st.maxima, st.day_max][-cfg.history_days :]
+                st.minima = [*st.minima, st.day_min][-cfg.history_days :]
+            st.day, st.day_max, st.day_min, st.partial_day = day, 0.0, 0.0, False
         hour = (start_ms % DAY_MS) // HOUR_MS
         exp_y = st.level + st.season[hour]
         resid = y - exp_y
@@ -197,8 +200,12 @@ class Detector:
             if ok and st.streak_down >= cfg.drop_persistence and cool:
                 alert, st.last_down_ms = DOWN, start_ms
             typical, need = peak_down, -max(cfg.drop_ratio * peak_down, cfg.min_z)
-        threshold = self.inverse(exp_y + need * scale) if ready else None
-        severity = "critical" if abs(ratio) >= cfg.critical_ratio * cfg.spike_ratio else "warning"
+        y_need = exp_y + need * scale
+        # None: no value would qualify (a drop below an empty window on a quiet series)
+        reachable = ready and (need > 0 or cfg.transform != "count" or y_need >= self.forward(0))
+        threshold = self.inverse(y_need) if reachable else None
+        needed = cfg.spike_ratio if z >= 0 else cfg.drop_ratio
+        severity = "critical" if abs(ratio) >= cfg.critical_ratio * needed else "warning"
 
         # Learn from the clipped residual: a spike moves the baseline by at most `clip`.
         r = max(-cfg.clip * scale, min(cfg.clip * scale, resid))

@@ -140,11 +140,6 @@ def test_the_step_is_the_most_common_spacing() -> None:
     assert step_seconds([T0, T0 + timedelta(seconds=60)]) == 60
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: read_series accepts 'nan' and 'inf' as values; one such row turns every "
-    "later score into nan and silences the detector for the rest of the series",
-)
 @pytest.mark.parametrize("value", ["nan", "inf"])
 def test_a_value_that_is_not_a_finite_number_is_an_error(tmp_path: Path, value: str) -> None:
     path = write(
@@ -194,11 +189,6 @@ def test_write_scored_echoes_timestamps_and_values(tmp_path: Path) -> None:
     assert [r[3] for r in rows[1:]] == ["0", "0", "0"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: write_scored formats values with :g, six significant digits "
-    "(1234567 is written 1.23457e+06)",
-)
 def test_write_scored_keeps_every_digit_of_a_value(tmp_path: Path) -> None:
     path = write(
         tmp_path, "timestamp,value\n2015-03-01 00:00:00,1234567\n2015-03-01 00:05:00,0.1234567\n"

@@ -206,12 +206,6 @@ def test_load_reports_detection_problems_with_the_others(tmp_path: Path) -> None
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: parse accepts scale_floor = 0 (a share or log series then divides by a "
-    "zero scale on its first window) and history_days = 0 (the daily extremes then grow "
-    "without bound: [-0:] keeps the whole list)",
-)
 @pytest.mark.parametrize(
     ("raw", "series"),
     [({"scale_floor": 0}, "negative_share"), ({"history_days": 0}, "engagement")],

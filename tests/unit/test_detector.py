@@ -380,11 +380,6 @@ def test_the_spike_threshold_is_the_value_that_qualifies() -> None:
     assert checked > PER_DAY
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Detector.inverse for counts squares negative transformed values, so a "
-    "drop's Step.threshold on a low series is a positive value that does not qualify",
-)
 def test_the_drop_threshold_is_the_value_that_qualifies_on_a_low_series() -> None:
     cfg = DEFAULTS
     steps = run(traffic(5, base=1.0, seed=7))
@@ -395,11 +390,6 @@ def test_the_drop_threshold_is_the_value_that_qualifies_on_a_low_series() -> Non
         assert (s.observed <= s.threshold) == qualifies, s
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: drop severity compares |ratio| with critical_ratio * spike_ratio, "
-    "not critical_ratio * drop_ratio",
-)
 def test_drop_severity_follows_the_drop_ratio() -> None:
     cfg = DetectorSettings(drop_ratio=3.0, drop_persistence=1)  # critical from 6
     values = traffic(5, seed=3)
@@ -527,11 +517,6 @@ def test_counts_are_variance_stabilised() -> None:
 # -- surprises ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a partial first day counts as one of min_history_days 'whole days' "
-    "(a series starting at 23:55 alerts 25 hours later)",
-)
 def test_a_partial_first_day_is_not_a_whole_day() -> None:
     values = traffic(4, seed=1)[PER_DAY - 1 :]  # starts at 23:55 on day 0
     start_ms = START_MS + (PER_DAY - 1) * STEP_S * 1000
