@@ -75,6 +75,9 @@ class PartitionWork:
         self.pending: dict[int, list[Any]] = {}  # delivery futures not yet awaited
         self.last_close: dict[int, int] = {}  # wall ms of each partition's last close
         self.last_snapshot: dict[int, float] = {}  # monotonic s of the last response snapshot
+        # emitted-through watermark of the last detection pass: the next pass is due only
+        # when it moves or windows close (a close runs every 200 ms, mostly with neither)
+        self.detected_through: dict[int, int | None] = {}
         self.catch_up: dict[int, int] = {}  # partition -> end offset to re-read first
         self.last_status = 0.0
         self.open_labels: set[tuple[str, str]] = set()
@@ -173,6 +176,7 @@ class PartitionWork:
         self.rt.states.pop(p, None)
         self.last_close.pop(p, None)
         self.last_snapshot.pop(p, None)
+        self.detected_through.pop(p, None)
         self.catch_up.pop(p, None)
         self.outbox.pop(p, None)
         self.pending.pop(p, None)
@@ -269,7 +273,9 @@ class PartitionWork:
         self.last_close[p] = wall_ms
         records = rt.aggregator.close_windows(state, wall_ms, max_windows=MAX_CLOSE)
         outbox = self.outputs(state, records)
-        outbox += self.detection_outputs(state, records)
+        if records or self.detected_through.get(p, -1) != state.emitted_through_ms:
+            self.detected_through[p] = state.emitted_through_ms
+            outbox += self.detection_outputs(state, records)
         if state.watermark.floor_ms is not None:
             outbox += self.response_outputs(state, state.watermark.floor_ms)
         if outbox:
