@@ -113,7 +113,7 @@ class PartitionWork:
         state.responses.snap_gen, state.responses.snap_parts = gen, n_parts
         for d in sorted(deltas, key=lambda d: d.seq):
             if d.seq > state.responses.snap_seq:
-                tracker.apply_rows(state.responses, d.rows)
+                tracker.apply_rows(state.responses, d.response_rows())
         # Detector state: one record per account, as of the last published close
         det_prefix = f"x:{p}:".encode()
         for k, v in data.items():
@@ -231,7 +231,7 @@ class PartitionWork:
             )
             self.track(p, fut)
             self._count(applied.delta.rows)
-            rt.responses.apply_rows(state.responses, applied.delta.rows)
+            rt.responses.apply_rows(state.responses, applied.delta.response_rows())
         if applied.duplicates:
             m.duplicates.inc(applied.duplicates)
         if applied.late_counted:

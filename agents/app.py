@@ -71,6 +71,7 @@ def aggregator_config(s: Settings) -> AggregatorConfig:
         source_stale_ms=int(s.progress_stale_s * 1000),
         max_cooldown_ms=max((r.cooldown_s for r in s.thresholds), default=0) * 1000,
         negative_below=s.detection.negative_below,
+        response_kinds=frozenset({*s.responses.inbound_kinds, "reply"}),
     )
 
 

@@ -78,11 +78,13 @@ class Aggregator(Retention):
         emitted = state.emitted_through_ms
         grace, sizes = self.cfg.grace_ms, self.cfg.sizes_ms
         dedup = state.dedup
+        response_kinds = self.cfg.response_kinds
         out = Applied(None)
         accepted: list[wire.Row] = []
         late_idx: list[int] = []
+        kept: list[wire.Row] = []  # too late for windows, still for response pairing
         max_end = 0
-        max_ts = -1
+        max_ts = kept_max_ts = -1
         for row in rows:
             event_id = dedup_id(row)
             ts = wire.row_ts(row)
@@ -92,6 +94,10 @@ class Aggregator(Retention):
             # Too late: its smallest window is already final (and emitted).
             if emitted is not None and is_final(window_bounds(ts, sizes[0])[1], emitted, grace):
                 out.too_late.append(row)
+                if row[0] == wire.INTERACTION and row[wire.I_KIND] in response_kinds:
+                    dedup[event_id] = ts  # a redelivery is a duplicate, not a second reply
+                    kept.append(row)
+                    kept_max_ts = max(kept_max_ts, ts)
                 continue
             dedup[event_id] = ts
             late = wm_now is not None and ts < wm_now
@@ -107,10 +113,11 @@ class Aggregator(Retention):
         state.applied_offset = offset
         if max_ts >= 0:
             wm.observe(max_ts, wall_ms)
-        if not accepted:
+        if not accepted and not kept:
             return out
         state.seq += 1
-        out.delta = Delta(state.seq, offset, accepted, late_idx, max_end, max_ts)
+        max_ts = max(max_ts, kept_max_ts)
+        out.delta = Delta(state.seq, offset, accepted, late_idx, max_end, max_ts, kept)
         state.deltas.append((state.seq, max_end, max_ts))
         return out
 

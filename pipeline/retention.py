@@ -39,6 +39,8 @@ class Retention:
                 ts = wire.row_ts(row)
                 state.dedup[dedup_id(row)] = ts
                 self._apply_row(state, row, i in late)
+            for row in d.too_late:  # for dedup only: no window counts them
+                state.dedup[dedup_id(row)] = wire.row_ts(row)
             state.applied_offset = max(state.applied_offset, d.offset)
             state.seq = max(state.seq, d.seq)
             state.deltas.append((d.seq, d.max_window_end_ms, d.max_ts_ms))

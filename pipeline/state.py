@@ -71,9 +71,12 @@ class Delta:
     late_idx: list[int]  # indices of rows that arrived behind the watermark
     max_window_end_ms: int
     max_ts_ms: int
+    # Rows too late for any window that still matter to response pairing (inbound
+    # messages and replies): kept for the response state, and for dedup, only.
+    too_late: list[wire.Row] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        d = {
             "s": self.seq,
             "o": self.offset,
             "r": self.rows,
@@ -81,10 +84,17 @@ class Delta:
             "we": self.max_window_end_ms,
             "mx": self.max_ts_ms,
         }
+        if self.too_late:
+            d["t"] = self.too_late
+        return d
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Delta:
-        return cls(d["s"], d["o"], d["r"], d["l"], d["we"], d["mx"])
+        return cls(d["s"], d["o"], d["r"], d["l"], d["we"], d["mx"], d.get("t") or [])
+
+    def response_rows(self) -> list[wire.Row]:
+        """What the response tracker applies: accepted rows, then too-late ones."""
+        return self.rows + self.too_late if self.too_late else self.rows
 
 
 @dataclass(slots=True)
@@ -110,6 +120,8 @@ class AggregatorConfig:
     source_stale_ms: int = SOURCE_STALE_MS
     max_cooldown_ms: int = 0  # longest alert cooldown: older cooldown entries are dropped
     negative_below: float = -0.25  # a sentiment at or below this is negative
+    # Kinds that response pairing needs even when too late for their window
+    response_kinds: frozenset[str] = frozenset({"comment", "mention", "dm", "reply"})
 
 
 def dedup_id(row: wire.Row) -> str:
