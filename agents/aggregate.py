@@ -27,7 +27,15 @@ import orjson
 from faust.types import TP
 
 from agents.delivery import fatal_on_failure
-from pipeline import alerts, deadletter, detection, response_alerts, response_snapshot, wire
+from pipeline import (
+    alerts,
+    deadletter,
+    detection,
+    response_alerts,
+    response_snapshot,
+    status,
+    wire,
+)
 from pipeline.aggregator import Delta, FinalWindow, PartitionState
 from pipeline.labels import OTHER
 from pipeline.progress import SETTLE_MS, Sources
@@ -79,6 +87,9 @@ class PartitionWork:
         # when it moves or windows close (a close runs every 200 ms, mostly with neither)
         self.detected_through: dict[int, int | None] = {}
         self.catch_up: dict[int, int] = {}  # partition -> end offset to re-read first
+        # the watermark whose outputs are all published, per partition (status API)
+        self.published: dict[int, int] = {}
+        self.next_offset: dict[int, int] = {}  # next offset of the internal topic to read
         self.last_status = 0.0
         self.open_labels: set[tuple[str, str]] = set()
         self.last_label_refresh = 0.0
@@ -178,6 +189,8 @@ class PartitionWork:
         self.last_snapshot.pop(p, None)
         self.detected_through.pop(p, None)
         self.catch_up.pop(p, None)
+        self.published.pop(p, None)
+        self.next_offset.pop(p, None)
         self.outbox.pop(p, None)
         self.pending.pop(p, None)
 
@@ -202,6 +215,7 @@ class PartitionWork:
         wall_ms = int(time.time() * 1000)
         rows, report = wire.decode_message(raw)
         state = self.state(p)
+        self.next_offset[p] = offset + 1
         if p in self.outbox:
             entries, parts = self.outbox.pop(p)
             await self.send_outbox(p, state, entries, parts)
@@ -303,6 +317,9 @@ class PartitionWork:
             await self.write(p, marker_key(p), orjson.dumps(rt.aggregator.marker(state)))
             for seq in dead:
                 await self.write(p, delta_key(p, seq), None)
+        wm, emitted = state.watermark.floor_ms, state.emitted_through_ms
+        if wm is not None and emitted is not None:
+            self.published[p] = min(wm, emitted)
 
     async def snapshot(self, p: int, state: PartitionState) -> None:
         """Make the response state durable up to the current delta, so the deltas it
@@ -487,6 +504,38 @@ class PartitionWork:
                 ", ".join(held[:5]) or "none",
             )
 
+    def status(self, wall_ms: int) -> dict[str, Any]:
+        """The status document of the partitions this worker owns."""
+        rt = self.rt
+        consumer = rt.app.consumer
+        events = rt.events_topic.get_topic_name()
+        owned: dict[int, dict[str, Any]] = {}
+        for p, state in sorted(rt.states.items()):
+            try:
+                high = consumer.highwater(TP(events, p))
+            except Exception:  # moving in a rebalance
+                high = None
+            nxt = self.next_offset.get(p)
+            lag = None if high is None or high < 0 or nxt is None else max(0, high - nxt)
+            owned[p] = status.partition_status(
+                state,
+                rt.aggregator.cfg,
+                published_ms=self.published.get(p),
+                catching_up=p in self.catch_up,
+                lag=lag,
+                wall_ms=wall_ms,
+            )
+        changelog = rt.state_table.changelog_topic.get_topic_name()
+        urls = rt.app.assignor._tps_url  # type: ignore[attr-defined]
+        owners = {
+            p: str(urls[TP(changelog, p)])
+            for p in range(rt.settings.partitions)
+            if TP(changelog, p) in urls
+        }
+        return status.document(
+            owned, total=rt.settings.partitions, owners=owners, cfg=rt.aggregator.cfg
+        )
+
     async def on_revoked(self, revoked: set[Any]) -> None:
         events = self.rt.events_topic.get_topic_name()
         for tp in revoked:
@@ -511,7 +560,7 @@ class PartitionWork:
                 )
 
 
-def register(rt: Runtime) -> None:
+def register(rt: Runtime) -> PartitionWork:
     work = PartitionWork(rt)
 
     async def aggregate(stream: Any) -> None:
@@ -535,3 +584,4 @@ def register(rt: Runtime) -> None:
 
     rt.app.timer(interval=1.0)(tick)
     rt.app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
+    return work

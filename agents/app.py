@@ -146,6 +146,6 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     from agents import aggregate, router, web  # the agents register themselves on rt.app
 
     router.register(rt)
-    aggregate.register(rt)
-    web.register(rt)
+    work = aggregate.register(rt)
+    web.register(rt, work)
     return rt

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from faust.exceptions import SameNode
@@ -13,10 +14,11 @@ from agents.router import partition_for
 from pipeline.response_views import account_view
 
 if TYPE_CHECKING:
+    from agents.aggregate import PartitionWork
     from agents.app import Runtime
 
 
-def register(rt: Runtime) -> None:
+def register(rt: Runtime, work: PartitionWork) -> None:
     app = rt.app
 
     async def healthz(web: Any, request: Any) -> Any:
@@ -54,6 +56,10 @@ def register(rt: Runtime) -> None:
         view = account_view(account_id, state.responses, state.watermark.floor_ms)
         return web.json(view)
 
+    async def status(web: Any, request: Any) -> Any:
+        return web.json(work.status(int(time.time() * 1000)))
+
+    app.page("/api/v1/status")(status)
     app.page("/api/v1/accounts/{account_id}/response-times")(response_times)
     app.page("/healthz")(healthz)
     app.page("/metrics")(metrics)

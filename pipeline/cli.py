@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC
+from typing import Any
 
 from pipeline import broker, security, settings
 
@@ -84,7 +85,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     """Exit 0: every line sent and acknowledged; 1: some lines skipped as invalid, all
     others sent and acknowledged; 2: nothing or not everything sent (invalid settings,
-    an unreadable file, a broker error such as a send that was not acknowledged)."""
+    an unreadable file, a broker error such as a send that was not acknowledged);
+    3: with --settle, the workers did not make the file final in --settle-timeout."""
     from pipeline import replay
 
     try:  # before waiting for the broker: a typo in the path fails at once
@@ -122,7 +124,35 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"engagement: replay: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
+    if args.settle and result.last_ts_ms is not None:
+        from pipeline import settle
+
+        verdict = settle.wait(
+            args.api or _api_url(s),
+            result.last_ts_ms,
+            timeout_s=args.settle_timeout,
+            fetch=_fetch_json,
+            stream=sys.stderr,
+            quiet=args.quiet,
+        )
+        if not verdict.settled:
+            return 3
     return 1 if result.skipped else 0
+
+
+def _api_url(s: settings.Settings) -> str:
+    host = s.web_host if s.web_host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    return f"http://{host}:{s.web_port}"
+
+
+def _fetch_json(url: str) -> dict[str, Any]:
+    import urllib.request
+
+    import orjson
+
+    with urllib.request.urlopen(url, timeout=5) as r:
+        doc: dict[str, Any] = orjson.loads(r.read())
+    return doc
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
@@ -240,7 +270,9 @@ exit codes:
   0  every line sent and acknowledged by the broker
   1  some lines skipped as invalid; all the others sent and acknowledged
   2  invalid settings, an unreadable file or a broker error (such as a send
-     that was not acknowledged): not everything was sent""",
+     that was not acknowledged): not everything was sent
+  3  with --settle: the workers did not make the whole file final within
+     --settle-timeout (what is still open is listed)""",
     )
     r.add_argument("file", metavar="FILE.jsonl", help="one JSON object per line")
     r.add_argument(
@@ -259,6 +291,27 @@ exit codes:
         "file instead of holding it in memory)",
     )
     r.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the broker")
+    r.add_argument(
+        "--settle",
+        action="store_true",
+        help="after sending, wait until the workers have made the whole file final "
+        "(every partition's published watermark past the file's last event time plus "
+        "grace), printing progress",
+    )
+    r.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="with --settle: give up after S seconds, exit 3 (default: 600)",
+    )
+    r.add_argument(
+        "--api",
+        metavar="URL",
+        default=None,
+        help="with --settle: a worker's web address (default: http://ENGAGEMENT_WEB_HOST:"
+        "ENGAGEMENT_WEB_PORT); the workers owning other partitions are asked too",
+    )
     r.set_defaults(func=cmd_replay)
     bt = sub.add_parser(
         "backtest",

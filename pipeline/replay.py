@@ -248,6 +248,7 @@ class ReplayResult:
     skipped: int  # lines not sent because they are invalid
     lines: int  # lines read, blank ones included
     elapsed_s: float
+    last_ts_ms: int | None = None  # the newest event time sent
 
 
 def _lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
@@ -316,6 +317,7 @@ def replay(
     topics = {name: s.topic(name) for name in INPUT_TOPICS}
     pacer, acks = Pacer(speed), _Acks()
     lines = sent = skipped = 0
+    last_ts_ms: int | None = None
     start = clock()
     try:
         for line_no, parsed in _records(path, s.max_message_bytes, file_order):
@@ -342,6 +344,8 @@ def replay(
                 future.add_callback(acks.ok)
                 future.add_errback(acks.failed, line_no, topic)
                 sent += 1
+                if last_ts_ms is None or parsed.ts_ms > last_ts_ms:
+                    last_ts_ms = parsed.ts_ms
             lines += 1
             progress.update(lines, sent, skipped)
         prod.flush()
@@ -376,7 +380,9 @@ def replay(
             f"replayed {sent:,} events ({skipped:,} skipped as invalid) in {elapsed:.1f} s\n"
         )
         stream.flush()
-    return ReplayResult(sent=sent, skipped=skipped, lines=lines, elapsed_s=elapsed)
+    return ReplayResult(
+        sent=sent, skipped=skipped, lines=lines, elapsed_s=elapsed, last_ts_ms=last_ts_ms
+    )
 
 
 def speed_arg(text: str) -> float:
