@@ -121,7 +121,7 @@ def test_a_replay_settles_within_the_bound_with_exact_windows_and_answers(
     took = time.monotonic() - start
     assert out.returncode == 0, out.stderr + worker.log()
     assert re.search(r"settled in [0-9.]+ s", out.stderr), out.stderr
-    print(f"replay --settle of {len(events)} events: {took:.1f} s")  # noqa: T201
+    print(f"replay --settle of {len(events)} events: {took:.1f} s")
 
     # Read at once: everything up to the file's last event is final now.
     views = {a: api(worker, a) for a in ("acme", "globex", "initech")}
