@@ -9,6 +9,13 @@ The two-worker and kill -9 tests caught this as a missing event (a record fetche
 just before a rebalance) and as a partition stuck with lag 1 (a record that
 arrived during one). The fix seeks such partitions to the start of the log, so
 they are read again, and the pipeline's dedup makes the repeat harmless.
+
+Partition counts unknown to all but one member. faust's `topic_partitions` reads
+aiokafka's coordinator metadata snapshot, which only the group leader fills. On
+every other member it answers None, so a worker that is not the leader never
+learned its input partitions and held its watermark for good (the two-worker
+`replay --settle` test caught this). The fix answers from the consumer's cluster
+metadata, which every member has for the topics it subscribes to.
 """
 
 from __future__ import annotations
@@ -32,6 +39,15 @@ async def _seek_to_committed(self: Any) -> Mapping[Any, int | None]:
     return await self.call_thread(seek_to_committed_or_beginning, self._ensure_consumer())  # type: ignore[no-any-return]
 
 
+def _topic_partitions(self: Any, topic: str) -> int | None:
+    if self._consumer is None:
+        return None
+    partitions = self._consumer.partitions_for_topic(topic)
+    return len(partitions) if partitions else None
+
+
 def install() -> None:
     """Patch faust's consumer thread (idempotent)."""
-    faust_aiokafka.AIOKafkaConsumerThread.seek_to_committed = _seek_to_committed  # type: ignore[method-assign,assignment]
+    thread = faust_aiokafka.AIOKafkaConsumerThread
+    thread.seek_to_committed = _seek_to_committed  # type: ignore[method-assign,assignment]
+    thread.topic_partitions = _topic_partitions  # type: ignore[method-assign]

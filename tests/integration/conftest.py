@@ -12,6 +12,7 @@ ENGAGEMENT_TEST_BROKER chooses the broker:
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -168,6 +169,25 @@ def wait_for(
         time.sleep(0.2)
     tail = f"\nworker log:\n{worker.log()}" if worker else ""
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{tail}")
+
+
+def generation(w: Worker) -> int | None:
+    """The group generation this member last received its partitions in."""
+    log = w.log_path.read_text(errors="replace")
+    joined = list(re.finditer(r"Joined group '[^']+' \(generation (\d+)\)", log))
+    if not joined or "Setting newly assigned partitions" not in log[joined[-1].end() :]:
+        return None
+    return int(joined[-1][1])
+
+
+def wait_one_assignment(first: Worker, second: Worker) -> None:
+    """Until both members of one group hold their partitions of the same generation."""
+    wait_for(
+        lambda: generation(second) is not None and generation(second) == generation(first),
+        60,
+        "both members to share one assignment",
+        first,
+    )
 
 
 class Env:

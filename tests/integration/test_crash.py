@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import threading
 import time
 from collections import defaultdict
@@ -20,7 +19,12 @@ import pytest
 
 from pipeline import alerts
 from pipeline.settings import load
-from tests.integration.conftest import Env, Worker, needs_own_apache_kafka, wait_for
+from tests.integration.conftest import (
+    Env,
+    Worker,
+    needs_own_apache_kafka,
+    wait_one_assignment,
+)
 from tests.integration.test_windows import BASE_MS, TOPIC_OF, make_events, truth, ts_ms
 from tests.kafka.apache_kafka import ApacheKafka
 
@@ -254,22 +258,7 @@ def test_two_workers_one_killed_survivor_takes_over(env: Env) -> None:
     app_id = f"{env.prefix}group"
     survivor = env.worker(config, app_id=app_id).start()
     doomed = env.worker(config, app_id=app_id).start()
-    # Both members own partitions before the stream starts.
-
-    def generation(w: Worker) -> int | None:
-        """The group generation this member last received its partitions in."""
-        log = w.log_path.read_text(errors="replace")
-        joined = list(re.finditer(r"Joined group '[^']+' \(generation (\d+)\)", log))
-        if not joined or "Setting newly assigned partitions" not in log[joined[-1].end() :]:
-            return None
-        return int(joined[-1][1])
-
-    wait_for(
-        lambda: generation(doomed) is not None and generation(doomed) == generation(survivor),
-        60,
-        "both members to share one assignment",
-        survivor,
-    )
+    wait_one_assignment(survivor, doomed)  # both own partitions before the stream starts
     feeder = Feeder(env, sends, rng, per_s=3000)
     feeder.start()
     time.sleep(rng.uniform(3.0, 6.0))

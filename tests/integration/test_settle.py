@@ -20,7 +20,7 @@ from pipeline import broker
 from pipeline.response_settings import ResponseSettings, SlaRule
 from pipeline.windows import rfc3339, window_start
 from tests import conversations as conv
-from tests.integration.conftest import Env, Worker, wait_for
+from tests.integration.conftest import Env, Worker, wait_for, wait_one_assignment
 from tests.integration.test_replay import run_replay
 from tests.integration.test_responses import api, sla_alerts
 from tests.integration.test_windows import BASE_MS
@@ -181,6 +181,45 @@ def test_a_replay_settles_within_the_bound_with_exact_windows_and_answers(
         worker,
     )
     assert api(worker, account)["open"]["count"] == truth.open[account] - 1
+
+
+def test_settle_asks_every_worker_of_the_group(env: Env, tmp_path: Path) -> None:
+    """Two workers share the partitions: --settle asks one, which names the other."""
+    events = history()
+    last_ts = max(e["ts"] for e in events)
+    f = tmp_path / "export.jsonl"
+    f.write_bytes(b"\n".join(orjson.dumps(e) for e in events) + b"\n")
+    app_id = f"{env.prefix}group"
+    first = env.worker(CONFIG, app_id=app_id).start()
+    second = env.worker(CONFIG, app_id=app_id).start()
+    wait_one_assignment(first, second)
+    wait_for(
+        lambda: status(first)["partitions"] and status(second)["partitions"],
+        60,
+        "both workers serving partitions",
+        first,
+    )
+    out = run_replay(
+        env,
+        str(f),
+        "--settle",
+        "--api",
+        f"http://127.0.0.1:{first.web_port}",
+        "--settle-timeout",
+        str(SETTLE_BOUND_S),
+    )
+    assert out.returncode == 0, out.stderr + first.log() + second.log()
+    docs = [status(first), status(second)]
+    owned = [set(d["partitions"]) for d in docs]
+    assert not owned[0] & owned[1]
+    assert owned[0] | owned[1] == {str(p) for p in range(env.partitions)}
+    assert set(docs[0]["elsewhere"]) == owned[1]
+    for d in docs:
+        for p, v in d["partitions"].items():
+            assert v["published_through_ms"] >= last_ts + GRACE_S * 1000 + 1, (p, v)
+    truth = conv.offline(events, RULES, last_ts)
+    for account, values in truth.first_s.items():  # asked of one, served by its owner
+        assert api(first, account)["first_response_seconds"]["count"] == len(values)
 
 
 def test_settle_without_a_reachable_worker_exits_3_with_what_is_open(
