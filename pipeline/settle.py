@@ -98,7 +98,7 @@ def wait(
 ) -> Verdict:
     """Poll until the file is final or `timeout_s` passes; progress on `stream`."""
     start = clock()
-    last_line = -1.0
+    last_line: float | None = None
     while True:
         verdict = judge(read(base_url, fetch), last_ts_ms)
         elapsed = clock() - start
@@ -114,7 +114,7 @@ def wait(
             for line in verdict.behind:
                 stream.write(f"  {line}\n")
             return verdict
-        if not quiet and elapsed - last_line >= 2.0:
+        if not quiet and (last_line is None or elapsed - last_line >= 2.0):
             last_line = elapsed
             stream.write(
                 f"settling ({elapsed:.0f} s): {len(verdict.behind)} partitions not final; "
