@@ -486,22 +486,27 @@ class PartitionWork:
 
     def log_status(self, wall_ms: int) -> None:
         """One line per partition: where its watermark stands and what holds it."""
+        cfg = self.rt.aggregator.cfg
         for p, state in sorted(self.rt.states.items()):
-            held = [f"{src} not reported" for src in state.sources.missing()] + [
-                f"{src}@{r.max_ts_ms}/lag={r.lag}"
-                for src, r in state.sources.reports.items()
-                if r.lag != 0 or r.max_ts_ms is None
-            ]
+            v = status.partition_status(
+                state,
+                cfg,
+                published_ms=self.published.get(p),
+                catching_up=p in self.catch_up,
+                lag=None,
+                wall_ms=wall_ms,
+            )
+            idle = sum(1 for i in v["inputs"].values() if i["status"] == "IDLE")
             log.info(
                 "partition %d: watermark %s, published through %s, %d open windows, "
-                "catching up to %s, %d input partitions reported, not caught up: %s",
+                "%d of %d input partitions IDLE, held by %s",
                 p,
-                state.watermark.floor_ms,
-                state.emitted_through_ms,
-                len(state.windows),
-                self.catch_up.get(p),
-                len(state.sources.reports),
-                ", ".join(held[:5]) or "none",
+                v["watermark"],
+                v["published_through"],
+                v["open_windows"],
+                idle,
+                len(v["inputs"]),
+                v["held_by"],
             )
 
     def status(self, wall_ms: int) -> dict[str, Any]:

@@ -98,9 +98,11 @@ def published_windows(env: Env, until_ms: int) -> dict[tuple[Any, ...], Any]:
     return out
 
 
+@pytest.mark.parametrize("raw_partitions,partitions", [(4, 4), (3, 2)])
 def test_a_replay_settles_within_the_bound_with_exact_windows_and_answers(
-    env: Env, tmp_path: Path
+    env: Env, tmp_path: Path, raw_partitions: int, partitions: int
 ) -> None:
+    env.fresh_topics(raw_partitions, partitions)
     events = history()
     last_ts = max(e["ts"] for e in events)
     f = tmp_path / "export.jsonl"
