@@ -50,6 +50,9 @@ CLOSE_EVERY_MS = 200
 MAX_CLOSE = 400
 STATUS_EVERY_S = 10.0
 OUTBOX_PART = 300  # output records per outbox changelog record (~200 KB)
+# Windows fed to the detectors per close (about 0.1 s): a replay over months means
+# millions, and detection then trails instead of stopping the worker.
+DETECT_PER_CLOSE = 20_000
 
 
 def delta_key(p: int, seq: int) -> bytes:
@@ -86,6 +89,7 @@ class PartitionWork:
         # emitted-through watermark of the last detection pass: the next pass is due only
         # when it moves or windows close (a close runs every 200 ms, mostly with neither)
         self.detected_through: dict[int, int | None] = {}
+        self.detection_behind: set[int] = set()  # partitions whose detectors trail
         self.catch_up: dict[int, int] = {}  # partition -> end offset to re-read first
         # the watermark whose outputs are all published, per partition (status API)
         self.published: dict[int, int] = {}
@@ -188,6 +192,7 @@ class PartitionWork:
         self.last_close.pop(p, None)
         self.last_snapshot.pop(p, None)
         self.detected_through.pop(p, None)
+        self.detection_behind.discard(p)
         self.catch_up.pop(p, None)
         self.published.pop(p, None)
         self.next_offset.pop(p, None)
@@ -287,9 +292,13 @@ class PartitionWork:
         self.last_close[p] = wall_ms
         records = rt.aggregator.close_windows(state, wall_ms, max_windows=MAX_CLOSE)
         outbox = self.outputs(state, records)
-        if records or self.detected_through.get(p, -1) != state.emitted_through_ms:
+        if (
+            records
+            or p in self.detection_behind
+            or self.detected_through.get(p, -1) != state.emitted_through_ms
+        ):
             self.detected_through[p] = state.emitted_through_ms
-            outbox += self.detection_outputs(state, records)
+            outbox += self.detection_outputs(p, state, records)
         if state.watermark.floor_ms is not None:
             outbox += self.response_outputs(state, state.watermark.floor_ms)
         if outbox:
@@ -354,16 +363,24 @@ class PartitionWork:
             for d in advanced.decisions
         ]
 
-    def detection_outputs(self, state: PartitionState, records: list[FinalWindow]) -> list[Any]:
+    def detection_outputs(
+        self, p: int, state: PartitionState, records: list[FinalWindow]
+    ) -> list[Any]:
         """Spike/drop alerts of the windows now final, and the detector state of every
-        account that moved, as outbox records: both are published by the same marker."""
+        account that moved, as outbox records: both are published by the same marker.
+        At most DETECT_PER_CLOSE windows are fed per close; the rest on the next ones."""
         det = self.rt.detection
         adv = det.advance(
             state.detection,
             (r.record for r in records),
             state.emitted_through_ms,
             self.rt.aggregator.cfg.grace_ms,
+            budget=DETECT_PER_CLOSE,
         )
+        if adv.behind:
+            self.detection_behind.add(p)
+        else:
+            self.detection_behind.discard(p)
         out: list[list[Any]] = []
         for f in adv.found:
             cfg = det.detector(f.account, f.series).cfg
@@ -529,6 +546,7 @@ class PartitionWork:
                 catching_up=p in self.catch_up,
                 lag=lag,
                 wall_ms=wall_ms,
+                detectors_behind=p in self.detection_behind,
             )
         changelog = rt.state_table.changelog_topic.get_topic_name()
         urls = rt.app.assignor._tps_url  # type: ignore[attr-defined]

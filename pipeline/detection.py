@@ -1,17 +1,22 @@
 """Spike and drop detection on final windows: per account series, fed in window order.
 
 At each close, the final windows of the detection size (`[detection] window_s`)
-become one value per account and series (channels summed). Every tracked account
-is fed every final window in order, an empty one as 0: a silent account is a drop,
-not a gap. Rate and share series skip windows with too few events to judge.
-Each account's detector state is saved after every step it took (the agent
-writes it to the changelog with the close's outputs); a window at or before an
-account's `through_ms` is never fed twice, so a re-close after a crash decides
-exactly as before.
+become one value per account and series (channels summed), queued per account.
+Every tracked account is then fed every final window in order, an empty one as
+0: a silent account is a drop, not a gap. Rate and share series skip windows
+with too few events to judge. Accounts are fed in lockstep by window start, at
+most a budget of windows per call: a replay over months means millions of
+windows, and detection then trails the published windows by a few seconds
+instead of stopping the worker for a minute. The result is the same however the
+work is split. Each account's detector state and queue are saved after every
+call that moved them (the agent writes them to the changelog with the close's
+outputs); a window at or before an account's `through_ms` is never fed twice, so
+a re-close after a crash decides exactly as before.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,15 +39,21 @@ _LABELS = {
 @dataclass(slots=True)
 class AccountSeries:
     through_ms: int  # start of the last window fed
-    seen_ms: int  # start of the last window that had events
+    seen_ms: int  # start of the last window fed that had events
     states: dict[str, DetectorState] = field(default_factory=dict)
+    # final windows with events, not fed yet: start -> sums
+    queued: dict[int, _Window] = field(default_factory=dict)
 
     def to_json(self) -> list[Any]:
-        return [self.through_ms, self.seen_ms, {k: v.to_json() for k, v in self.states.items()}]
+        states = {k: v.to_json() for k, v in self.states.items()}
+        queued = [[start, *w.to_json()] for start, w in sorted(self.queued.items())]
+        return [self.through_ms, self.seen_ms, states, queued]
 
     @classmethod
     def from_json(cls, d: list[Any]) -> AccountSeries:
-        return cls(d[0], d[1], {k: DetectorState.from_json(v) for k, v in d[2].items()})
+        states = {k: DetectorState.from_json(v) for k, v in d[2].items()}
+        queued = {q[0]: _Window(*q[1:]) for q in (d[3] if len(d) > 3 else ())}
+        return cls(d[0], d[1], states, queued)
 
 
 @dataclass(slots=True)
@@ -57,6 +68,7 @@ class Advanced:
     found: list[Found] = field(default_factory=list)
     changed: set[str] = field(default_factory=set)  # accounts whose state moved
     forgotten: set[str] = field(default_factory=set)
+    behind: bool = False  # the budget ran out before the newest final window
 
 
 @dataclass(slots=True)
@@ -67,6 +79,12 @@ class _Window:
     events: int = 0
     scored: int = 0
     negative: int = 0
+
+    def to_json(self) -> list[Any]:
+        return [
+            self.weighted, self.mentions, self.denominator, self.events, self.scored,
+            self.negative,
+        ]  # fmt: skip
 
 
 def _collect(records: Iterable[dict[str, Any]], size_s: int) -> dict[str, dict[int, _Window]]:
@@ -139,34 +157,66 @@ class Detection:
         records: Iterable[dict[str, Any]],
         through_ms: int | None,
         grace_ms: int,
+        budget: int | None = None,
     ) -> Advanced:
-        """Feed every tracked account the windows that became final, in order."""
+        """Queue the windows that became final, then feed the tracked accounts every
+        window up to the newest final one, in order: at most about `budget` windows
+        (whole window starts; None: all), the rest on later calls."""
         res = Advanced()
-        last = self.last_final_start(through_ms, grace_ms)
-        windows = _collect(records, self.cfg.window_s)
         size, forget_ms = self.size_ms, self.cfg.forget_after_s * 1000
+        for account, by_start in _collect(records, self.cfg.window_s).items():
+            acc = accounts.get(account)
+            if acc is None:
+                first = min(by_start)
+                acc = accounts[account] = AccountSeries(first - size, first)
+            for start, sums in by_start.items():
+                if start > acc.through_ms:  # a window already fed is never fed again
+                    acc.queued[start] = sums
+                    res.changed.add(account)
+        last = self.last_final_start(through_ms, grace_ms)
         if last is None:
             return res
-        for account, by_start in windows.items():
-            first = min(by_start)
-            acc = accounts.get(account)
-            if acc is None or first - acc.through_ms > forget_ms:  # new, or back after long
-                accounts[account] = AccountSeries(first - size, first)
-        for account, acc in list(accounts.items()):
-            mine = windows.get(account, {})
-            if mine:
-                acc.seen_ms = max(acc.seen_ms, max(mine))
-            if last - acc.seen_ms > forget_ms:
-                del accounts[account]
-                res.forgotten.add(account)
-                continue
-            start = acc.through_ms + size
-            while start <= last:
-                self._step(account, acc, mine.get(start), windows, start, res)
-                start += size
-            if acc.through_ms != start - size:
-                acc.through_ms = start - size
+        due = [(acc.through_ms + size, a) for a, acc in accounts.items()]
+        due = [d for d in due if d[0] <= last]
+        heapq.heapify(due)
+        queues = {a: acc.queued for a, acc in accounts.items()}  # rivals' windows
+        fed = 0
+        while due:
+            start = due[0][0]
+            if budget is not None and fed >= budget:
+                res.behind = True
+                break
+            group = []
+            while due and due[0][0] == start:
+                group.append(heapq.heappop(due)[1])
+            for account in group:
+                acc = accounts[account]
+                w = acc.queued.get(start)
+                if w is not None:
+                    acc.seen_ms = start
+                elif start - acc.seen_ms > forget_ms:  # silent too long: forgotten
+                    del accounts[account]
+                    res.forgotten.add(account)
+                    res.changed.discard(account)
+                    if acc.queued:  # back later: a new series from its next window
+                        nxt = min(acc.queued)
+                        accounts[account] = AccountSeries(nxt - size, nxt, queued=acc.queued)
+                        queues[account] = acc.queued
+                        res.forgotten.discard(account)
+                        res.changed.add(account)
+                        if nxt <= last:
+                            heapq.heappush(due, (nxt, account))
+                    continue
+                self._step(account, acc, w, queues, start, res)
+                acc.through_ms = start
                 res.changed.add(account)
+                fed += 1
+                if start + size <= last:
+                    heapq.heappush(due, (start + size, account))
+            for account in group:  # rivals read the queues of this start until here
+                acc_now = accounts.get(account)
+                if acc_now is not None and acc_now.through_ms >= start:
+                    acc_now.queued.pop(start, None)
         return res
 
     def _step(
@@ -184,8 +234,8 @@ class Detection:
             st = acc.states.get(series)
             if st is None:
                 st = acc.states[series] = DetectorState()
-            step = self.detector(account, series).step(st, start, value)
-            if step.alert:
+            step = self.detector(account, series).feed(st, start, value)
+            if step is not None:
                 res.found.append(Found(account, series, step))
 
 

@@ -84,6 +84,9 @@ class DetectorState:
     streak_down: int = 0
     last_up_ms: int | None = None  # window start of the last alert, per direction
     last_down_ms: int | None = None
+    # Derived, not persisted: the medians of maxima and minima, which change only
+    # when a day ends (recomputed after a restore).
+    medians: tuple[float, float] | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> list[Any]:
         return [
@@ -158,6 +161,16 @@ class Detector:
 
     def step(self, st: DetectorState, start_ms: int, x: float) -> Step:
         """Feed the value of the window starting at `start_ms` (windows in order)."""
+        step = self._step(st, start_ms, x, True)
+        assert step is not None
+        return step
+
+    def feed(self, st: DetectorState, start_ms: int, x: float) -> Step | None:
+        """`step`, returning the Step only when the window alerts: the same state, at
+        about half the cost (a replay over months feeds millions of windows)."""
+        return self._step(st, start_ms, x, False)
+
+    def _step(self, st: DetectorState, start_ms: int, x: float, full: bool) -> Step | None:
         cfg = self.cfg
         y = self.forward(x)
         if st.level is None:
@@ -169,6 +182,7 @@ class Detector:
             if not st.partial_day:
                 st.maxima = [*st.maxima, st.day_max][-cfg.history_days :]
                 st.minima = [*st.minima, st.day_min][-cfg.history_days :]
+                st.medians = None
             st.day, st.day_max, st.day_min, st.partial_day = day, 0.0, 0.0, False
         hour = (start_ms % DAY_MS) // HOUR_MS
         exp_y = st.level + st.season[hour]
@@ -177,36 +191,80 @@ class Detector:
         z = resid / scale
 
         ready = len(st.maxima) >= cfg.min_history_days
-        peak_up = max(_median(st.maxima), cfg.history_floor) if ready else math.inf
-        peak_down = max(-_median(st.minima), cfg.history_floor) if ready else math.inf
-        expected = self.inverse(exp_y)
+        if not ready:
+            peak_up = peak_down = math.inf
+        else:
+            if st.medians is None:
+                st.medians = (_median(st.maxima), _median(st.minima))
+            peak_up = max(st.medians[0], cfg.history_floor)
+            peak_down = max(-st.medians[1], cfg.history_floor)
         alert = None
         if z >= 0:
             ratio = z / peak_up
-            score = _score(ratio, cfg.spike_ratio)
             ok = UP in cfg.directions and ratio >= cfg.spike_ratio and z >= cfg.min_z
             ok = ok and (cfg.transform != "count" or x >= cfg.min_volume)
             st.streak_up, st.streak_down = (st.streak_up + 1 if ok else 0), 0
             if ok and st.streak_up >= cfg.spike_persistence and self._cool(st.last_up_ms, start_ms):
                 alert, st.last_up_ms = UP, start_ms
-            typical, need = peak_up, max(cfg.spike_ratio * peak_up, cfg.min_z)
         else:
             ratio = z / peak_down
-            score = _score(-ratio, cfg.drop_ratio)
             ok = DOWN in cfg.directions and -ratio >= cfg.drop_ratio and -z >= cfg.min_z
-            ok = ok and (cfg.transform != "count" or expected >= cfg.min_expected)
+            ok = ok and (cfg.transform != "count" or self.inverse(exp_y) >= cfg.min_expected)
             st.streak_up, st.streak_down = 0, (st.streak_down + 1 if ok else 0)
             cool = self._cool(st.last_down_ms, start_ms)
             if ok and st.streak_down >= cfg.drop_persistence and cool:
                 alert, st.last_down_ms = DOWN, start_ms
-            typical, need = peak_down, -max(cfg.drop_ratio * peak_down, cfg.min_z)
+        step = None
+        if full or alert is not None:
+            typical = peak_up if z >= 0 else peak_down
+            step = self._describe(start_ms, x, exp_y, z, ratio, typical, scale, ready, alert)
+        self._learn(st, hour, y, resid, scale, z, start_ms)
+        return step
+
+    def _describe(
+        self,
+        start_ms: int,
+        x: float,
+        exp_y: float,
+        z: float,
+        ratio: float,
+        typical: float,
+        scale: float,
+        ready: bool,
+        alert: str | None,
+    ) -> Step:
+        """What a step shows: expected value, score, the value that would qualify;
+        `typical` is the daily extreme deviation it was judged against."""
+        cfg = self.cfg
+        if z >= 0:
+            score = _score(ratio, cfg.spike_ratio)
+            need = max(cfg.spike_ratio * typical, cfg.min_z)
+        else:
+            score = _score(-ratio, cfg.drop_ratio)
+            need = -max(cfg.drop_ratio * typical, cfg.min_z)
         y_need = exp_y + need * scale
         # None: no value would qualify (a drop below an empty window on a quiet series)
         reachable = ready and (need > 0 or cfg.transform != "count" or y_need >= self.forward(0))
         threshold = self.inverse(y_need) if reachable else None
         needed = cfg.spike_ratio if z >= 0 else cfg.drop_ratio
         severity = "critical" if abs(ratio) >= cfg.critical_ratio * needed else "warning"
+        return Step(
+            start_ms, x, self.inverse(exp_y), z, ratio, score, alert, threshold,
+            typical if ready else 0.0, severity,
+        )  # fmt: skip
 
+    def _learn(
+        self,
+        st: DetectorState,
+        hour: int,
+        y: float,
+        resid: float,
+        scale: float,
+        z: float,
+        start_ms: int,
+    ) -> None:
+        cfg = self.cfg
+        assert st.level is not None  # set by the first step
         # Learn from the clipped residual: a spike moves the baseline by at most `clip`.
         r = max(-cfg.clip * scale, min(cfg.clip * scale, resid))
         st.level += self.a_level * r
@@ -218,10 +276,6 @@ class Detector:
         st.scale += self.a_scale * (min(abs(resid), cfg.clip * scale) * 1.2533 - st.scale)
         st.day_max, st.day_min = max(st.day_max, z), min(st.day_min, z)
         st.last_start_ms = start_ms
-        return Step(
-            start_ms, x, expected, z, ratio, score, alert, threshold,
-            typical if ready else 0.0, severity,
-        )  # fmt: skip
 
     def _cool(self, last_ms: int | None, start_ms: int) -> bool:
         return last_ms is None or start_ms - last_ms >= self.cfg.cooldown_s * 1000

@@ -46,9 +46,10 @@ class ResponseSettings:
     # First matching rule wins; no match: no SLA (no alerts, not in within_sla_ratio).
     sla: tuple[SlaRule, ...] = DEFAULT_SLA
     warning_fraction: float = 0.8  # response_sla_warning at this fraction of the SLA
-    # Inbound messages (answered or not) are remembered this long in event time; a
+    # Inbound messages (answered or not) are remembered this long in event time (a
+    # month: exports of customer care hold replies days or weeks after the message); a
     # reply to an older one is counted as a reply to an expired inbound.
-    horizon_s: int = 7 * 24 * 3600
+    horizon_s: int = 30 * 24 * 3600
     # A reply whose inbound has not arrived waits this long (event time) for it.
     orphan_wait_s: int = 3600
     max_tracked_per_partition: int = 500_000  # oldest inbound are dropped beyond this

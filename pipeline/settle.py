@@ -1,9 +1,10 @@
 """`engagement replay --settle`: wait until the workers have made a whole file final.
 
 A file is final when every partition of the internal topic has published
-through a watermark past the file's last event time plus grace: every response
-to the file's messages is settled, every SLA deadline up to then judged, and
-every window that ended by then published. The windows that hold the very last
+through a watermark past the file's last event time plus grace, and its
+spike/drop detectors have been fed every window up to there: every response to
+the file's messages is settled, every SLA deadline up to then judged, every
+window that ended by then published and judged by the detectors. The windows that hold the very last
 events close as the watermark passes their end (plus grace); with every input
 IDLE it advances by wall time, so they follow within one window size.
 
@@ -81,6 +82,8 @@ def judge(reading: Reading, last_ts_ms: int) -> Verdict:
         if published is None or published < target:
             at = v.get("published_through") or "nothing yet"
             behind.append(f"partition {p}: published through {at}, held by {v.get('held_by')}")
+        elif not v.get("detectors_caught_up", True):
+            behind.append(f"partition {p}: spike/drop detectors still feeding older windows")
     return Verdict(not behind, behind)
 
 

@@ -22,9 +22,11 @@ def partition_status(
     catching_up: bool,
     lag: int | None,
     wall_ms: int,
+    detectors_behind: bool = False,
 ) -> dict[str, Any]:
     """One partition of the internal topic. `published_ms`: the watermark whose
-    outputs (final windows, settled responses, due alerts) are all published."""
+    outputs (final windows, settled responses, due alerts) are all published;
+    `detectors_behind`: the spike/drop detectors still feed older final windows."""
     sources = state.sources
     settling = sources.settle_until_ms is not None and wall_ms < sources.settle_until_ms
     inputs = sources.describe(wall_ms, cfg.lateness_ms, cfg.idle_after_ms)
@@ -45,6 +47,7 @@ def partition_status(
         "published_through_ms": published_ms,
         "published_through": _stamp(published_ms),
         "catching_up": catching_up,
+        "detectors_caught_up": not detectors_behind,
         "settling": settling,
         "held_by": why,
         "lag": lag,

@@ -523,3 +523,21 @@ def test_a_partial_first_day_is_not_a_whole_day() -> None:
     i = PER_DAY + 10  # day 2, 00:45: one whole day seen, not two
     steps = run(scaled(values, 10.0, [i]), start_ms=start_ms)
     assert alerts(steps, start_ms=start_ms) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.floats(min_value=0, max_value=500, allow_nan=False), min_size=1, max_size=700),
+    st.sampled_from(["count", "log", "share"]),
+)
+def test_feed_moves_the_state_exactly_as_step_and_returns_only_alerts(
+    values: list[float], transform: str
+) -> None:
+    cfg = DetectorSettings(transform=transform, min_history_days=1, history_floor=0.5)
+    det = Detector(cfg, STEP_S)
+    a, b = DetectorState(), DetectorState()
+    for i, v in enumerate(values):
+        full = det.step(a, START_MS + i * 3_600_000, v)  # hourly: days pass quickly
+        fed = det.feed(b, START_MS + i * 3_600_000, v)
+        assert fed == (full if full.alert else None)
+        assert a.to_json() == b.to_json()

@@ -126,3 +126,11 @@ def test_the_status_document_names_what_holds_each_partition(catching_up: bool) 
     d = document({0: v}, total=2, owners={0: A, 1: B}, cfg=config)
     assert d["elsewhere"] == {"1": B} and d["partitions_total"] == 2
     assert d["window_sizes_s"] == [60, 300] and d["grace_s"] == 5.0
+
+
+def test_a_partition_whose_detectors_trail_is_not_final_yet() -> None:
+    v = {**part(LAST + 10_000), "detectors_caught_up": False}
+    verdict = settle.judge(settle.read(A, fetcher({A: doc({0: v}, {}, total=1)})), LAST)
+    assert verdict.behind == ["partition 0: spike/drop detectors still feeding older windows"]
+    v["detectors_caught_up"] = True
+    assert settle.judge(settle.read(A, fetcher({A: doc({0: v}, {}, total=1)})), LAST).settled
