@@ -476,3 +476,14 @@ def test_cli_invalid_settings_exit_2_not_1(
     assert cli.main(["replay", str(f)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ENGAGEMENT_WEB_PORT" in err
+
+
+def test_settle_options_and_the_default_worker_address() -> None:
+    args = cli.parser().parse_args(["replay", "f.jsonl", "--settle", "--settle-timeout", "30"])
+    assert (args.settle, args.settle_timeout, args.api) == (True, 30.0, None)
+    plain = cli.parser().parse_args(["replay", "f.jsonl"])
+    assert (plain.settle, plain.settle_timeout) == (False, 600.0)
+    from pipeline.settings import Settings
+
+    assert cli._api_url(Settings(web_host="0.0.0.0", web_port=7000)) == "http://127.0.0.1:7000"
+    assert cli._api_url(Settings(web_host="10.1.2.3", web_port=6066)) == "http://10.1.2.3:6066"
