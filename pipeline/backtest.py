@@ -1,10 +1,12 @@
 """`engagement backtest`: the live detector, with the live defaults, over a CSV series.
 
 Reads `timestamp,value` rows (timestamps as `YYYY-MM-DD HH:MM:SS[.ffffff]`,
-RFC 3339 or epoch milliseconds, UTC, ascending) and writes
-`timestamp,value,anomaly_score,alert`. Rows are fed as they are: a missing row is
-not invented (the live worker feeds an empty window as 0, because there it knows
-the window was empty; a file's gap may be an outage of the export).
+RFC 3339 or epoch milliseconds, UTC) and writes
+`timestamp,value,anomaly_score,alert`. Rows are fed as they are, in file order: a
+missing row is not invented (the live worker feeds an empty window as 0, because
+there it knows the window was empty; a file's gap may be an outage of the
+export), and a repeated or backwards timestamp (a daylight-saving repeat, as real
+exports have) is fed where it stands and counted in `Series.unordered`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class Series:
     raw_values: list[str]
     timestamps: list[datetime]
     values: list[float]
+    unordered: int = 0  # rows whose timestamp is not after the previous row's
 
 
 def _parse_ts(text: str) -> datetime:
@@ -46,6 +49,7 @@ def read_series(path: Path) -> Series:
     raw_values: list[str] = []
     ts: list[datetime] = []
     values: list[float] = []
+    unordered = 0
     try:
         with path.open(newline="", encoding="utf-8") as f:
             reader = csv.reader(f)
@@ -62,7 +66,7 @@ def read_series(path: Path) -> Series:
                 if not math.isfinite(v):  # one nan would silence every later window
                     raise BacktestError(f"{path}: line {line}: expected a timestamp and a number")
                 if ts and t <= ts[-1]:
-                    raise BacktestError(f"{path}: line {line}: timestamps must ascend")
+                    unordered += 1
                 raw.append(row[0])
                 raw_values.append(row[1].strip())
                 ts.append(t)
@@ -71,13 +75,13 @@ def read_series(path: Path) -> Series:
         raise BacktestError(f"{path}: {exc.strerror or exc}") from None
     if len(ts) < 2:
         raise BacktestError(f"{path}: needs at least two rows")
-    return Series(raw, raw_values, ts, values)
+    return Series(raw, raw_values, ts, values, unordered)
 
 
 def step_seconds(timestamps: Sequence[datetime]) -> int:
     """The series' window size: the most common spacing of its rows."""
     gaps = [int((b - a).total_seconds()) for a, b in itertools.pairwise(timestamps)]
-    return max(1, statistics.mode(gaps))
+    return max(1, statistics.mode([g for g in gaps if g > 0] or [1]))
 
 
 def run(series: Series, cfg: DetectorSettings | None = None) -> list[Step]:

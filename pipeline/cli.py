@@ -160,7 +160,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
     from pipeline import backtest, nab
 
-    cfg = _settings().detection.settings_for(None, "engagement")
+    cfg = _settings().detection.settings_for_kind(args.kind)
     try:
         series = backtest.read_series(Path(args.series))
         windows = (
@@ -172,6 +172,12 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"engagement backtest: {reason}", file=sys.stderr)
         return 2
+    if series.unordered:
+        print(
+            f"engagement backtest: warning: {series.unordered} rows have a timestamp not "
+            "after the previous row's (repeated or backwards); scored in file order",
+            file=sys.stderr,
+        )
     steps = backtest.run(series, cfg)
     backtest.write_scored(Path(args.out), series, steps)
     alerts = [bool(s.alert) for s in steps]
@@ -320,10 +326,14 @@ exit codes:
         description="""\
 Run the live spike/drop detector, with the live settings (the [detection]
 defaults of ENGAGEMENT_CONFIG, else the built-in ones), over SERIES.csv
-(header timestamp,value; one row per window, ascending) and write
-timestamp,value,anomaly_score,alert: alert is 1 where the worker would have
-raised a spike or drop alert. With --labels (a JSON object: file name ->
-[[start, end], ...]), print the NAB scores of the alerts.
+(header timestamp,value; one row per window, in time order; repeated or
+backwards timestamps are scored where they stand, with a warning counting
+them) and write timestamp,value,anomaly_score,alert: alert is 1 where the
+worker would have raised a spike or drop alert on a series of that kind
+(--series: count, as weighted engagement and mentions; rate, as engagement
+rates, judged in logs; share, as shares and other levels, judged as they are).
+With --labels (a JSON object: file name -> [[start, end], ...]), print the NAB
+scores of the alerts.
 
 exit codes:
   0  scored
@@ -333,6 +343,14 @@ exit codes:
     bt.add_argument("--out", required=True, metavar="SCORED.csv")
     bt.add_argument("--labels", metavar="WINDOWS.json", help="labeled anomaly windows")
     bt.add_argument("--plot", metavar="OUT.png", help="draw series, alerts and windows")
+    bt.add_argument(
+        "--series",
+        dest="kind",
+        choices=("count", "rate", "share"),
+        default="count",
+        help="the kind of series: its transform and floors, as the worker uses them "
+        "(default: count)",
+    )
     bt.set_defaults(func=cmd_backtest)
     d = sub.add_parser("demo", help="broker + worker + generator, alerts shown live")
     d.add_argument("--port", type=int, default=0, help="broker port (default: a free one)")

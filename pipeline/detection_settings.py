@@ -30,13 +30,20 @@ SERIES: dict[str, tuple[str, str, str]] = {
     ),
     "share_of_voice": ("share_of_voice_drop", "share_of_voice_drop", "share_of_voice"),
 }
-# What each series is: count-like volumes, a rate (judged in logs) or a share.
+# Kinds of series: count-like volumes (square root, volume floors), rates (judged
+# in logs) and shares or other levels (as they are).
+KINDS: dict[str, dict[str, Any]] = {
+    "count": {},
+    "rate": {"transform": "log", "scale_floor": 0.05},
+    "share": {"transform": "share", "scale_floor": 0.02},
+}
+# What each series is: its kind, and the directions that matter for it.
 _SERIES_DEFAULTS: dict[str, dict[str, Any]] = {
-    "engagement": {},
-    "engagement_rate": {"transform": "log", "scale_floor": 0.05},
-    "mentions": {"directions": (UP,)},
-    "negative_share": {"transform": "share", "scale_floor": 0.02, "directions": (UP,)},
-    "share_of_voice": {"transform": "share", "scale_floor": 0.02, "directions": (DOWN,)},
+    "engagement": KINDS["count"],
+    "engagement_rate": KINDS["rate"],
+    "mentions": {**KINDS["count"], "directions": (UP,)},
+    "negative_share": {**KINDS["share"], "directions": (UP,)},
+    "share_of_voice": {**KINDS["share"], "directions": (DOWN,)},
 }
 _FLOATS = {f.name for f in fields(DetectorSettings) if f.type in ("float", float)}
 _INTS = {f.name for f in fields(DetectorSettings) if f.type in ("int", int)}
@@ -61,6 +68,11 @@ class DetectionSettings:
         """competitor -> brand: the key that places a competitor's events, so share of
         voice sees the brand and its competitors in one partition."""
         return {r: brand for brand, rivals in self.competitors.items() for r in rivals}
+
+    def settings_for_kind(self, kind: str) -> DetectorSettings:
+        """A series of `kind` (count, rate or share) judged both ways, as the worker
+        judges its series of that kind: for `engagement backtest --series`."""
+        return DetectorSettings(**{**KINDS[kind], **self.defaults})
 
     def settings_for(self, account: str | None, series: str) -> DetectorSettings:
         values = {**_SERIES_DEFAULTS[series], **self.defaults}
