@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit test-integration test-apache-kafka lint bench bench-restart clean
+.PHONY: help install demo test test-unit test-integration test-apache-kafka lint bench bench-restart bench-detection clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ bench: $(STAMP) ## throughput of the worker against a raw consumer (200k events)
 
 bench-restart: $(STAMP) ## restart time after kill -9 with 1M events of state, against a clean start
 	$(BIN)/python bench/restart.py --events 1000000
+
+bench-detection: $(STAMP) ## NAB scores of the detector, leave-one-category-out over 53 labeled series
+	$(BIN)/python bench/detection.py
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

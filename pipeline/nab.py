@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -125,13 +124,13 @@ def window_rows(
     timestamps: Sequence[datetime], windows: Sequence[tuple[datetime, datetime]]
 ) -> list[tuple[int, int]]:
     """(first row, last row) inside each window, both bounds inclusive; windows that
-    hold no row are dropped. `timestamps` must be sorted ascending (as a series is)."""
+    hold no row are dropped. Rows are taken in file order, so a repeated or backwards
+    timestamp (a daylight-saving repeat) falls where it stands."""
     rows: list[tuple[int, int]] = []
     for start, end in windows:
-        first = bisect_left(timestamps, start)
-        last = bisect_right(timestamps, end) - 1
-        if first <= last:
-            rows.append((first, last))
+        inside = [i for i, t in enumerate(timestamps) if start <= t <= end]
+        if inside:
+            rows.append((inside[0], inside[-1]))
     return rows
 
 
