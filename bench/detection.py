@@ -38,6 +38,8 @@ GRID: dict[str, Sequence[Any]] = {
     "spike_ratio": (1.25, 1.5, 2.0),
     "min_z": (3.0, 4.0, 5.0),
     "history_floor": (2.0, 3.0),
+    # (range_margin, range_days): the rule "beyond the recent days' range", or none
+    "range": ((0.0, 7), (0.05, 3), (0.05, 5), (0.05, 7)),
 }
 
 
@@ -73,7 +75,17 @@ def candidates() -> list[dict[str, Any]]:
 
 
 def settings(kind: str, overrides: dict[str, Any]) -> DetectorSettings:
-    return replace(DetectionSettings().settings_for_kind(kind), **overrides)
+    values = dict(overrides)
+    if "range" in values:
+        values["range_margin"], values["range_days"] = values.pop("range")
+    return replace(DetectionSettings().settings_for_kind(kind), **values)
+
+
+def current(cfg: DetectorSettings) -> dict[str, Any]:
+    """The grid point of the given settings."""
+    point = {k: getattr(cfg, k) for k in GRID if k != "range"}
+    point["range"] = (cfg.range_margin, cfg.range_days) if cfg.range_margin else (0.0, 7)
+    return point
 
 
 def score(files: Sequence[Labeled], overrides: dict[str, Any]) -> dict[str, list[nab.FileScore]]:
@@ -109,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     files = corpus()
     folds = sorted({f.fold for f in files})
     grid = candidates()
-    defaults_index = grid.index({k: getattr(DetectorSettings(), k) for k in GRID})
+    defaults_index = grid.index(current(DetectorSettings()))
     start = time.monotonic()
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         results = list(pool.map(_score_job, [(files, c) for c in grid]))

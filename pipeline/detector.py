@@ -58,6 +58,11 @@ class DetectorSettings:
     cooldown_s: int = 86_400  # per series and direction, in event time
     directions: tuple[str, ...] = (UP, DOWN)
     critical_ratio: float = 2.0  # severity critical from this multiple of the ratio
+    # Also a spike (drop): a value beyond the high (low) of the last `history_days`
+    # whole days by this fraction of their range, once `range_days` days were seen;
+    # 0 turns it off.
+    range_margin: float = 0.0
+    range_days: int = 7
 
     def with_overrides(self, values: dict[str, Any]) -> DetectorSettings:
         return replace(self, **values)
@@ -84,16 +89,23 @@ class DetectorState:
     streak_down: int = 0
     last_up_ms: int | None = None  # window start of the last alert, per direction
     last_down_ms: int | None = None
-    # Derived, not persisted: the medians of maxima and minima, which change only
-    # when a day ends (recomputed after a restore).
-    medians: tuple[float, float] | None = field(default=None, compare=False, repr=False)
+    # Highest and lowest values of past whole days (oldest first), and of today
+    highs: list[float] = field(default_factory=list)
+    lows: list[float] = field(default_factory=list)
+    day_high: float | None = None
+    day_low: float | None = None
+    # Derived, not persisted: medians of maxima and minima, and the high and low of
+    # the past days, which change only when a day ends (recomputed after a restore).
+    medians: tuple[float, float, float, float] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     def to_json(self) -> list[Any]:
         return [
             self.level, self.scale, list(self.season), self.last_start_ms, self.day,
             self.day_max, self.day_min, list(self.maxima), list(self.minima),
             self.partial_day, self.streak_up, self.streak_down, self.last_up_ms,
-            self.last_down_ms,
+            self.last_down_ms, list(self.highs), list(self.lows), self.day_high, self.day_low,
         ]  # fmt: skip
 
     @classmethod
@@ -182,8 +194,12 @@ class Detector:
             if not st.partial_day:
                 st.maxima = [*st.maxima, st.day_max][-cfg.history_days :]
                 st.minima = [*st.minima, st.day_min][-cfg.history_days :]
+                if st.day_high is not None and st.day_low is not None:
+                    st.highs = [*st.highs, st.day_high][-cfg.history_days :]
+                    st.lows = [*st.lows, st.day_low][-cfg.history_days :]
                 st.medians = None
             st.day, st.day_max, st.day_min, st.partial_day = day, 0.0, 0.0, False
+            st.day_high = st.day_low = None
         hour = (start_ms % DAY_MS) // HOUR_MS
         exp_y = st.level + st.season[hour]
         resid = y - exp_y
@@ -191,24 +207,37 @@ class Detector:
         z = resid / scale
 
         ready = len(st.maxima) >= cfg.min_history_days
+        above = below = math.inf  # the values beyond the range (none before history)
         if not ready:
             peak_up = peak_down = math.inf
         else:
             if st.medians is None:
-                st.medians = (_median(st.maxima), _median(st.minima))
+                st.medians = (
+                    _median(st.maxima),
+                    _median(st.minima),
+                    max(st.highs, default=-math.inf),
+                    min(st.lows, default=math.inf),
+                )
             peak_up = max(st.medians[0], cfg.history_floor)
             peak_down = max(-st.medians[1], cfg.history_floor)
+            if cfg.range_margin > 0 and len(st.highs) >= cfg.range_days:
+                high, low = st.medians[2], st.medians[3]
+                margin = cfg.range_margin * (high - low)
+                if margin > 0:
+                    above, below = high + margin, -(low - margin)
         alert = None
         if z >= 0:
             ratio = z / peak_up
-            ok = UP in cfg.directions and ratio >= cfg.spike_ratio and z >= cfg.min_z
+            ok = (ratio >= cfg.spike_ratio and z >= cfg.min_z) or x > above
+            ok = ok and UP in cfg.directions
             ok = ok and (cfg.transform != "count" or x >= cfg.min_volume)
             st.streak_up, st.streak_down = (st.streak_up + 1 if ok else 0), 0
             if ok and st.streak_up >= cfg.spike_persistence and self._cool(st.last_up_ms, start_ms):
                 alert, st.last_up_ms = UP, start_ms
         else:
             ratio = z / peak_down
-            ok = DOWN in cfg.directions and -ratio >= cfg.drop_ratio and -z >= cfg.min_z
+            ok = (-ratio >= cfg.drop_ratio and -z >= cfg.min_z) or -x > below
+            ok = ok and DOWN in cfg.directions
             ok = ok and (cfg.transform != "count" or self.inverse(exp_y) >= cfg.min_expected)
             st.streak_up, st.streak_down = 0, (st.streak_down + 1 if ok else 0)
             cool = self._cool(st.last_down_ms, start_ms)
@@ -217,8 +246,13 @@ class Detector:
         step = None
         if full or alert is not None:
             typical = peak_up if z >= 0 else peak_down
-            step = self._describe(start_ms, x, exp_y, z, ratio, typical, scale, ready, alert)
+            beyond = above if z >= 0 else -below
+            step = self._describe(
+                start_ms, x, exp_y, z, ratio, typical, scale, ready, alert, beyond
+            )
         self._learn(st, hour, y, resid, scale, z, start_ms)
+        st.day_high = x if st.day_high is None else max(st.day_high, x)
+        st.day_low = x if st.day_low is None else min(st.day_low, x)
         return step
 
     def _describe(
@@ -232,9 +266,11 @@ class Detector:
         scale: float,
         ready: bool,
         alert: str | None,
+        beyond: float,
     ) -> Step:
         """What a step shows: expected value, score, the value that would qualify;
-        `typical` is the daily extreme deviation it was judged against."""
+        `typical` is the daily extreme deviation it was judged against, `beyond` the
+        value past the range of recent days that qualifies too (infinite: none)."""
         cfg = self.cfg
         if z >= 0:
             score = _score(ratio, cfg.spike_ratio)
@@ -246,6 +282,11 @@ class Detector:
         # None: no value would qualify (a drop below an empty window on a quiet series)
         reachable = ready and (need > 0 or cfg.transform != "count" or y_need >= self.forward(0))
         threshold = self.inverse(y_need) if reachable else None
+        if math.isfinite(beyond) and ready:  # whichever qualifies first
+            if z >= 0:
+                threshold = beyond if threshold is None else min(threshold, beyond)
+            else:
+                threshold = beyond if threshold is None else max(threshold, beyond)
         needed = cfg.spike_ratio if z >= 0 else cfg.drop_ratio
         severity = "critical" if abs(ratio) >= cfg.critical_ratio * needed else "warning"
         return Step(

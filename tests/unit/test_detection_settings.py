@@ -144,6 +144,8 @@ def test_top_level_values_and_competitors_are_kept() -> None:
         ({"forget_after_s": "1d"}, "detection.forget_after_s", "positive integer"),
         ({"negative_below": 2}, "detection.negative_below", "[-1, 1]"),
         ({"negative_below": "low"}, "detection.negative_below", "[-1, 1]"),
+        ({"range_margin": -0.1}, "detection.range_margin", "non-negative number"),
+        ({"range_days": 2.5}, "detection.range_days", "non-negative integer"),
     ],
 )
 def test_each_problem_is_named(raw: Any, path: str, reason: str) -> None:

@@ -541,3 +541,35 @@ def test_feed_moves_the_state_exactly_as_step_and_returns_only_alerts(
         fed = det.feed(b, START_MS + i * 3_600_000, v)
         assert fed == (full if full.alert else None)
         assert a.to_json() == b.to_json()
+
+
+def test_a_value_beyond_the_recent_range_is_a_spike_when_the_range_rule_is_on() -> None:
+    """range_margin: beyond the high of the last whole days by that share of their
+    range. Known before the window's value (the threshold), monotone in the value."""
+    rng = random.Random(5)
+    days = 8
+    values = [rng.uniform(10, 20) for _ in range(days * PER_DAY)]
+    high, low = max(values), min(values)
+    for margin, alerts_at in ((0.05, high + 0.05 * (high - low) + 0.01), (0.0, None)):
+        cfg = DetectorSettings(transform="share", scale_floor=0.02, range_margin=margin)
+        det = Detector(cfg, STEP_S)
+        st = DetectorState()
+        for i, v in enumerate(values):
+            det.step(st, START_MS + i * STEP_S * 1000, v)
+        t = START_MS + len(values) * STEP_S * 1000
+        below = clone(st)
+        quiet = det.step(below, t, high + 0.05 * (high - low) - 0.01)
+        assert quiet.alert is None
+        loud = det.step(clone(st), t, high + 0.05 * (high - low) + 0.01)
+        if alerts_at is None:
+            assert loud.alert is None  # the z rule alone does not fire this close
+        else:
+            assert loud.alert == UP
+            assert loud.threshold == pytest.approx(high + 0.05 * (high - low))
+    # not before range_days whole days were seen
+    cfg = DetectorSettings(transform="share", scale_floor=0.02, range_margin=0.05, range_days=9)
+    det, st = Detector(cfg, STEP_S), DetectorState()
+    for i, v in enumerate(values):
+        det.step(st, START_MS + i * STEP_S * 1000, v)
+    t = START_MS + len(values) * STEP_S * 1000
+    assert det.step(st, t, high + 0.05 * (high - low) + 0.01).alert is None
