@@ -12,6 +12,7 @@ import pytest
 
 from pipeline import backtest, nab
 from pipeline.detection_settings import DetectionSettings
+from pipeline.detector import DetectorSettings
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "nab"
 FILES = (
@@ -41,14 +42,21 @@ def scores() -> dict[str, list[nab.FileScore]]:
     out: dict[str, list[nab.FileScore]] = {p.name: [] for p in nab.PROFILES}
     for name in FILES:
         path = DATA / name
-        series = backtest.read_series(path)
-        detections = [s.alert is not None for s in backtest.run(series, cfg)]
-        # The labels' timestamps are naive (UTC): compare like with like, as the command does.
-        naive = [t.replace(tzinfo=None) for t in series.timestamps]
-        rows = nab.window_rows(naive, nab.labels_for(labels, path))
-        for profile in nab.PROFILES:
-            out[profile.name].append(nab.score_file(detections, rows, profile))
+        for profile, fs in score_series(path, nab.labels_for(labels, path), cfg).items():
+            out[profile].append(fs)
     return out
+
+
+def score_series(
+    path: Path, windows: nab.Windows, cfg: DetectorSettings
+) -> dict[str, nab.FileScore]:
+    """One series' FileScore under each profile, as `engagement backtest --labels`."""
+    series = backtest.read_series(path)
+    detections = [s.alert is not None for s in backtest.run(series, cfg)]
+    # The labels' timestamps are naive (UTC): compare like with like, as the command does.
+    naive = [t.replace(tzinfo=None) for t in series.timestamps]
+    rows = nab.window_rows(naive, windows)
+    return {p.name: nab.score_file(detections, rows, p) for p in nab.PROFILES}
 
 
 def test_every_labeled_window_is_scored(scores: dict[str, list[nab.FileScore]]) -> None:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import backtest, nab
+from pipeline import nab
 from pipeline.detection_settings import DetectionSettings
+from tests.unit.test_backtest_nab import score_series
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "nab-extra"
 FILES, WINDOWS = 48, 83
@@ -34,13 +35,9 @@ def scores() -> dict[str, list[nab.FileScore]]:
     assert set(kinds.values()) == {"count", "rate", "share"}
     out: dict[str, list[nab.FileScore]] = {p.name: [] for p in nab.PROFILES}
     for name, windows in sorted(labels.items()):
-        series = backtest.read_series(DATA / name)
         cfg = DetectionSettings().settings_for_kind(kinds[name])  # what --series uses
-        detections = [s.alert is not None for s in backtest.run(series, cfg)]
-        naive = [t.replace(tzinfo=None) for t in series.timestamps]
-        rows = nab.window_rows(naive, windows)
-        for profile in nab.PROFILES:
-            out[profile.name].append(nab.score_file(detections, rows, profile))
+        for profile, fs in score_series(DATA / name, windows, cfg).items():
+            out[profile].append(fs)
     return out
 
 
