@@ -47,7 +47,7 @@ from typing import Any
 from pipeline.watermark import BLOCKED
 
 KEEPALIVE_MS = 2_000  # a router re-sends an unchanged report this often
-TRUSTED_MS = 3 * KEEPALIVE_MS  # a report this recent may idle-advance
+TRUSTED_MS = 3 * KEEPALIVE_MS  # a report this recent may count as IDLE
 SETTLE_MS = 2 * KEEPALIVE_MS + 1_000  # after a restart, wait to hear from every router
 
 
