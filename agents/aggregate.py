@@ -384,8 +384,7 @@ class PartitionWork:
         out: list[list[Any]] = []
         for f in adv.found:
             cfg = det.detector(f.account, f.series).cfg
-            ratio = cfg.spike_ratio if f.step.alert == "spike" else cfg.drop_ratio
-            alert = detection.build_alert(f, det.cfg.window_s, cfg.history_days, ratio)
+            alert = detection.build_alert(f, det.cfg.window_s, cfg)
             out.append(["alert", f.account, orjson.dumps(alert).decode(), 0])
         for account in sorted(adv.changed):
             value = orjson.dumps(state.detection[account].to_json()).decode()

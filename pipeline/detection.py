@@ -24,7 +24,7 @@ from typing import Any
 
 from pipeline.alerts import SCHEMA_VERSION, alert_id
 from pipeline.detection_settings import SERIES, DetectionSettings
-from pipeline.detector import UP, Detector, DetectorState, Step
+from pipeline.detector import BURST, RANGE, UP, Detector, DetectorSettings, DetectorState, Step
 from pipeline.windows import rfc3339
 
 _LABELS = {
@@ -239,9 +239,10 @@ class Detection:
                 res.found.append(Found(account, series, step))
 
 
-def build_alert(f: Found, size_s: int, history_days: int, ratio_needed: float) -> dict[str, Any]:
+def build_alert(f: Found, size_s: int, cfg: DetectorSettings) -> dict[str, Any]:
     """The alert.v1 record of one detection: what was observed, what was expected, the
-    threshold and why; never message text (series are counts and shares)."""
+    threshold and the rule that qualified it (`cfg`: the series' detector settings);
+    never message text (series are counts and shares)."""
     s = f.step
     up_type, down_type, metric = SERIES[f.series]
     kind = up_type if s.alert == UP else down_type
@@ -254,12 +255,30 @@ def build_alert(f: Found, size_s: int, history_days: int, ratio_needed: float) -
         return f"{x:.1%}" if share else f"{x:.4g}"
 
     direction = "above" if s.alert == UP else "below"
+    ratio_needed = cfg.spike_ratio if s.alert == UP else cfg.drop_ratio
+    if s.rule == RANGE:
+        edge = "highest" if s.alert == UP else "lowest"
+        why = (
+            f"It is beyond the {edge} value of the last {cfg.range_days} days by more than "
+            f"{cfg.range_margin:.0%} of their range, and {abs(s.z):.1f} robust scales from "
+            "expected (range rule)."
+        )
+    elif s.rule == BURST:
+        why = (
+            f"The rise has lasted: the running mean of the deviation reached "
+            f"{cfg.burst_ratio:g}x its typical daily peak, with this window {s.z:.1f} robust "
+            "scales up (burst rule)."
+        )
+    else:
+        why = (
+            f"The deviation is {abs(s.z):.1f} robust scales, {abs(s.ratio):.1f}x the typical "
+            f"daily extreme of the last {cfg.history_days} days ({s.typical_peak:.1f}); "
+            f"alerts start at {ratio_needed:g}x."
+        )
     message = (
         f"{_LABELS[f.series]} was {fmt(s.observed)} in the {size_s // 60} min window from "
         f"{rfc3339(start)}, against about {fmt(s.expected)} expected for this hour; the "
-        f"alert threshold was {fmt(s.threshold)} ({direction}). The deviation is "
-        f"{abs(s.z):.1f} robust scales, {abs(s.ratio):.1f}x the typical daily extreme of the "
-        f"last {history_days} days ({s.typical_peak:.1f}); alerts start at {ratio_needed:g}x."
+        f"alert threshold was {fmt(s.threshold)} ({direction}). {why}"
     )
     return {
         "alert_id": alert_id("detector", kind, f.account, f.series, size_s, start),

@@ -155,7 +155,7 @@ def test_run_is_the_detector_with_the_given_settings(tmp_path: Path) -> None:
         int(T0.timestamp() * 1000),
         int(T0.timestamp() * 1000) + 300_000,
     ]
-    assert not any(st.alert for st in backtest.run(s, DetectorSettings(spike_ratio=100.0)))
+    assert not any(st.alert for st in backtest.run(s, DetectorSettings(min_volume=1e9)))
 
 
 def test_write_scored_echoes_timestamps_and_values(tmp_path: Path) -> None:
@@ -238,7 +238,7 @@ def test_backtest_writes_one_row_per_input_row_alerting_as_the_detector(
 def test_backtest_uses_the_configured_detection_defaults(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = write(tmp_path, "[detection]\nspike_ratio = 100.0\n", "c.toml")
+    config = write(tmp_path, "[detection]\nmin_volume = 1e9\n", "c.toml")
     monkeypatch.setenv("ENGAGEMENT_CONFIG", str(config))
     out = tmp_path / "scored.csv"
     assert cli.main(["backtest", str(synthetic(tmp_path)), "--out", str(out)]) == 0

@@ -21,9 +21,9 @@ FILES, WINDOWS = 48, 83
 # as the defaults' scores): they must not fall. Raise them when the detector
 # improves; never lower them to make a change pass.
 FLOORS = {
-    "standard": 38.7,
-    "reward_low_FP_rate": 30.9,
-    "reward_low_FN_rate": 42.6,
+    "standard": 55.3,
+    "reward_low_FP_rate": 41.0,
+    "reward_low_FN_rate": 62.5,
 }
 
 

@@ -11,8 +11,9 @@ from typing import Any
 import jsonschema
 import orjson
 
-from pipeline.detection import AccountSeries, Detection, build_alert
+from pipeline.detection import AccountSeries, Detection, Found, build_alert
 from pipeline.detection_settings import DetectionSettings
+from pipeline.detector import BURST, DOWN, RANGE, UP, DetectorSettings, Step
 from pipeline.windows import rfc3339
 
 STEP = 300_000
@@ -145,18 +146,34 @@ def test_a_spike_is_found_once_and_the_alert_says_why_without_text() -> None:
     assert [(f.series, f.step.alert, f.step.start_ms) for f in found] == [
         ("engagement", "spike", DAY0 + (3 * 288 + 100) * STEP)
     ]
-    alert = build_alert(found[0], 300, 14, 1.5)
+    alert = build_alert(found[0], 300, DetectorSettings())
     jsonschema.validate(alert, ALERT_SCHEMA)
     assert alert["type"] == "engagement_spike" and alert["metric"] == "weighted_engagement"
     assert alert["observed"] == 400 and alert["expected"] < alert["threshold"] < 400
     assert "400" in alert["message"] and "expected" in alert["message"]
     assert "1.5x" in alert["message"]
-    again = build_alert(found[0], 300, 14, 1.5)
+    again = build_alert(found[0], 300, DetectorSettings())
     assert again["alert_id"] == alert["alert_id"]  # deterministic
 
 
+def test_the_alert_names_the_rule_that_qualified_it() -> None:
+    cfg = DetectorSettings()
+    base = {"start_ms": DAY0, "observed": 90.0, "expected": 40.0, "ratio": 1.1, "score": 0.6}
+    ranged = Step(**base, z=3.4, alert=UP, threshold=85.0, typical_peak=3.1, rule=RANGE)
+    message = build_alert(Found("a", "engagement", ranged), 300, cfg)["message"]
+    assert "beyond the highest value of the last 4 days by more than 2% of their range" in message
+    assert "3.4 robust scales" in message and "(range rule)" in message
+    low = Step(**{**base, "observed": 2.0}, z=-3.4, alert=DOWN, threshold=3.0, rule=RANGE)
+    assert "the lowest value" in build_alert(Found("a", "engagement", low), 300, cfg)["message"]
+    burst = Step(**base, z=3.2, alert=UP, threshold=80.0, typical_peak=3.0, rule=BURST)
+    alert = build_alert(Found("a", "engagement", burst), 300, cfg)
+    jsonschema.validate(alert, ALERT_SCHEMA)
+    assert "reached 2x its typical daily peak" in alert["message"]
+    assert "(burst rule)" in alert["message"] and alert["threshold"] == 80.0
+
+
 def test_per_account_overrides_apply() -> None:
-    cfg = DetectionSettings(series=("engagement",), accounts={"a": {"spike_ratio": 50.0}})
+    cfg = DetectionSettings(series=("engagement",), accounts={"a": {"min_volume": 1e6}})
     _, found = _spiky_account(Detection(cfg))
     assert found == []
 

@@ -85,7 +85,7 @@ def test_account_overrides_apply_on_top_of_the_series_defaults() -> None:
     assert y.directions == (UP, DOWN)
     assert y.spike_ratio == 2.0  # the table's default for every account
     other = d.settings_for("brand_z", "mentions")
-    assert (other.directions, other.spike_ratio, other.cooldown_s) == ((UP,), 2.0, 86_400)
+    assert (other.directions, other.spike_ratio, other.cooldown_s) == ((UP,), 2.0, 43_200)
     assert d.settings_for(None, "mentions") == other
     rate = d.settings_for("brand_x", "engagement_rate")
     assert (rate.transform, rate.scale_floor, rate.spike_ratio) == ("log", 0.05, 3.0)
