@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from pipeline.detector import DetectorSettings
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -26,6 +28,7 @@ RULES_FILE = DEPLOY / "prometheus" / "rules.yml"
 DASHBOARD_FILE = DEPLOY / "grafana" / "dashboards" / "engagement.json"
 CONFIG_EXAMPLE = DEPLOY / "config.example.toml"
 K8S = DEPLOY / "k8s"
+CONFIGMAP = K8S / "configmap.yaml"
 
 WEB_PORT = 6066
 
@@ -695,6 +698,19 @@ def test_config_example() -> None:
         rule["metric"] == "volume" and rule["op"] == "below" and rule.get("accounts") == ["*"]
         for rule in thresholds
     )
+
+
+def test_the_example_detection_defaults_are_the_built_in_ones() -> None:
+    """The example says what the defaults are; it must not quietly differ."""
+    detector = dataclasses.asdict(DetectorSettings())
+    for path in (CONFIG_EXAMPLE, CONFIGMAP):
+        text = path.read_text(encoding="utf-8")
+        if path == CONFIGMAP:
+            text = yaml.safe_load(text)["data"]["config.toml"]
+        shown = tomllib.loads(text)["detection"]
+        fields = {k: v for k, v in shown.items() if k in detector}
+        assert len(fields) >= 15, path
+        assert fields == {k: detector[k] for k in fields}, path
 
 
 def test_config_files_load_with_the_settings_loader(tmp_path: Path) -> None:
