@@ -109,6 +109,9 @@ def _detector_values(path: str, raw: Mapping[str, Any], problems: list[Any]) -> 
     for key in ("level_alpha", "season_alpha", "scale_alpha"):
         if key in out and not 0 < out[key] < 1:
             problems.append((f"{path}.{key}", "must be in (0, 1)"))
+    for key in ("week_alpha", "burst_alpha"):  # 0 turns them off
+        if key in out and not 0 <= out[key] < 1:
+            problems.append((f"{path}.{key}", "must be in [0, 1)"))
     for key in ("scale_floor", "history_days", "min_history_days", "history_floor", "range_days"):
         if key in out and out[key] <= 0:  # a zero would divide by zero or keep every day
             problems.append((f"{path}.{key}", "must be positive"))

@@ -73,7 +73,7 @@ class DetectorSettings:
     min_expected: float = 20.0  # a drop needs at least this expected value (counts)
     cooldown_s: int = 43_200  # per series and direction, in event time
     directions: tuple[str, ...] = (UP, DOWN)
-    critical_ratio: float = 2.0  # severity critical from this multiple of the ratio
+    critical_ratio: float = 2.0  # severity critical from this multiple of the z that qualifies
     # Range rule: beyond the high (low) of the last `range_days` whole days by this
     # share of their range and `range_min_z` scales from expected; 0 turns it off.
     range_margin: float = 0.02
@@ -160,7 +160,9 @@ class Step:
     threshold: float | None = None  # the observed value that would have qualified
     typical_peak: float = 0.0  # the typical daily extreme deviation compared with
     severity: str = "warning"
-    rule: str = PEAK  # the rule the window qualified by (PEAK, RANGE or BURST)
+    # PEAK, RANGE or BURST: the rule with the lowest bar, which sets the threshold
+    # (and qualified the window, when it alerts)
+    rule: str = PEAK
 
 
 def _alpha(rate: float, step_s: float) -> float:
@@ -172,6 +174,15 @@ def _median(xs: list[float]) -> float:
     s = sorted(xs)
     n = len(s)
     return float(s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2)
+
+
+def _lowest(*needs: tuple[float, str]) -> tuple[float, str]:
+    """The lowest bar and its rule; the first listed on a tie."""
+    best = needs[0]
+    for need in needs[1:]:
+        if need[0] < best[0]:
+            best = need
+    return best
 
 
 def _score(z: float, need: float) -> float:
@@ -291,16 +302,14 @@ class Detector:
                 )
         alert = None
         if z >= 0:
-            rule = PEAK if z >= need_up else RANGE if z >= range_up else BURST
-            need = min(need_up, range_up, burst_up)
+            need, rule = _lowest((need_up, PEAK), (range_up, RANGE), (burst_up, BURST))
             ok = z >= need and UP in cfg.directions
             ok = ok and (cfg.transform != "count" or x >= cfg.min_volume)
             st.streak_up, st.streak_down = (st.streak_up + 1 if ok else 0), 0
             if ok and st.streak_up >= cfg.spike_persistence and self._cool(st.last_up_ms, start_ms):
                 alert, st.last_up_ms = UP, start_ms
         else:
-            rule = PEAK if -z >= need_down else RANGE
-            need = min(need_down, range_down)
+            need, rule = _lowest((need_down, PEAK), (range_down, RANGE))
             ok = -z >= need and DOWN in cfg.directions
             ok = ok and (cfg.transform != "count" or self.inverse(exp_y) >= cfg.min_expected)
             st.streak_up, st.streak_down = 0, (st.streak_down + 1 if ok else 0)

@@ -146,6 +146,10 @@ def test_top_level_values_and_competitors_are_kept() -> None:
         ({"negative_below": "low"}, "detection.negative_below", "[-1, 1]"),
         ({"range_margin": -0.1}, "detection.range_margin", "non-negative number"),
         ({"range_days": 2.5}, "detection.range_days", "non-negative integer"),
+        ({"burst_alpha": 1.0}, "detection.burst_alpha", "must be in [0, 1)"),
+        ({"week_alpha": 1.5}, "detection.week_alpha", "must be in [0, 1)"),
+        ({"range_min_z": -1}, "detection.range_min_z", "non-negative number"),
+        ({"log_unit": "tenth"}, "detection.log_unit", "non-negative number"),
     ],
 )
 def test_each_problem_is_named(raw: Any, path: str, reason: str) -> None:
@@ -224,3 +228,15 @@ def test_a_table_parse_accepts_gives_a_detector_that_runs_in_bounded_memory(
     for i in range(30 * 24):
         det.step(st, i * 3_600_000, 0.1 + 0.01 * (i % 3))
     assert len(st.maxima) <= DetectorSettings().history_days
+
+
+def test_the_rules_and_weekday_offsets_can_be_turned_off() -> None:
+    problems: list[tuple[str, str]] = []
+    raw = {"range_margin": 0, "burst_alpha": 0, "week_alpha": 0.0, "accounts": {"a": {}}}
+    d = parse(raw, problems)
+    assert problems == [] and d is not None
+    cfg = d.settings_for("a", "engagement")
+    assert (cfg.range_margin, cfg.burst_alpha, cfg.week_alpha) == (0.0, 0.0, 0.0)
+    # and such a detector judges by the peak rule alone
+    steps = [Detector(cfg, 300).step(DetectorState(), 0, 10.0)]
+    assert steps[0].rule == "peak" and steps[0].alert is None
