@@ -41,7 +41,7 @@ from pipeline.labels import OTHER
 from pipeline.progress import SETTLE_MS, Sources
 
 if TYPE_CHECKING:
-    from agents.app import Runtime
+    from agents.context import Runtime
 
 log = logging.getLogger("engagement.aggregate")
 CLOSE_EVERY_MS = 200

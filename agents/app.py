@@ -1,60 +1,48 @@
-"""The faust application: topics, the state table, and wiring of the agents."""
+"""The faust application: topics, the state table, and wiring of the agents. The
+composition root of the worker: it imports the agents, and nothing imports it but
+the worker and the tests."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 import mode
 from prometheus_client import CollectorRegistry
 
-from agents import faust_fixes
-from pipeline.aggregator import Aggregator, AggregatorConfig, PartitionState
+from agents import aggregate, faust_fixes, router, web
+from agents.context import Runtime
+from pipeline.aggregator import Aggregator, AggregatorConfig
+from pipeline.config.security import ssl_context
+from pipeline.config.settings import Settings
 from pipeline.detection import Detection
 from pipeline.labels import AccountLabels
 from pipeline.metrics import EngagementMetrics
+from pipeline.model import topics
 from pipeline.responses import ResponseTracker
-from pipeline.security import faust_credentials
-from pipeline.settings import Settings
-
-RAW_TOPICS = {
-    "social.likes": "interaction",
-    "social.comments": "interaction",
-    "social.shares": "interaction",
-    "social.mentions": "interaction",
-    "social.dms": "interaction",
-    "social.replies": "interaction",
-    "social.exposure": "exposure",
-}
-EVENTS_TOPIC = "engagement.events"
-WINDOWS_TOPIC = "engagement.windows"
-ALERTS_TOPIC = "engagement.alerts"
-DEADLETTER_TOPIC = "engagement.deadletter"
 
 log = logging.getLogger("engagement")
 
 
-@dataclass
-class Runtime:
-    """Everything the agents share; built once per worker."""
-
-    settings: Settings
-    app: faust.App
-    registry: CollectorRegistry
-    metrics: EngagementMetrics
-    aggregator: Aggregator
-    responses: ResponseTracker
-    detection: Detection
-    labels: AccountLabels
-    raw_topics: dict[str, str]  # full topic name -> kind family
-    events_topic: Any
-    windows_topic: Any
-    alerts_topic: Any
-    deadletter_topic: Any
-    state_table: Any
-    states: dict[int, PartitionState] = field(default_factory=dict)
+def faust_credentials(s: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """faust.App's `broker_credentials`. faust maps them onto aiokafka
+    (`credentials_to_aiokafka_auth`): SASLCredentials becomes security_protocol
+    SASL_PLAINTEXT, or SASL_SSL when it carries an ssl_context, with the mechanism
+    (PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 are all in faust's SASLMechanism) and
+    username/password; SSLCredentials becomes SSL with its context. Everything these
+    settings express maps; SASLCredentials' repr shows the username only."""
+    context = ssl_context(s)
+    if s.uses_sasl:
+        return faust.SASLCredentials(
+            username=s.sasl_username,
+            password=s.sasl_password.reveal(),
+            mechanism=s.sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
 
 
 def aggregator_config(s: Settings) -> AggregatorConfig:
@@ -131,11 +119,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         responses=ResponseTracker(s.responses),
         detection=Detection(s.detection),
         labels=AccountLabels(s.metrics_accounts, s.metrics_top_accounts),
-        raw_topics={s.topic(name): family for name, family in RAW_TOPICS.items()},
-        events_topic=topic(EVENTS_TOPIC, internal=True),
-        windows_topic=topic(WINDOWS_TOPIC),
-        alerts_topic=topic(ALERTS_TOPIC),
-        deadletter_topic=topic(DEADLETTER_TOPIC),
+        raw_topics={s.topic(name): topics.family(name) for name in topics.INPUTS},
+        events_topic=topic(topics.EVENTS, internal=True),
+        windows_topic=topic(topics.WINDOWS),
+        alerts_topic=topic(topics.ALERTS),
+        deadletter_topic=topic(topics.DEADLETTER),
         state_table=app.Table(
             "window-state",
             partitions=s.partitions,
@@ -143,8 +131,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             value_type=bytes,
         ),
     )
-    from agents import aggregate, router, web  # the agents register themselves on rt.app
-
+    # the agents register themselves on rt.app
     router.register(rt)
     work = aggregate.register(rt)
     web.register(rt, work)

@@ -28,7 +28,7 @@ from pipeline.progress import KEEPALIVE_MS
 from pipeline.validation import validate
 
 if TYPE_CHECKING:
-    from agents.app import Runtime
+    from agents.context import Runtime
 
 log = logging.getLogger("engagement.router")
 MAX_BATCH_BYTES = 512 * 1024  # keep forwarded messages well below the broker's limit

@@ -15,7 +15,7 @@ from pipeline.response_views import account_view
 
 if TYPE_CHECKING:
     from agents.aggregate import PartitionWork
-    from agents.app import Runtime
+    from agents.context import Runtime
 
 
 def register(rt: Runtime, work: PartitionWork) -> None:

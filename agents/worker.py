@@ -5,7 +5,7 @@ from __future__ import annotations
 import faust
 
 from agents.app import create_app
-from pipeline.settings import Settings
+from pipeline.config.settings import Settings
 
 
 def run(settings: Settings, loglevel: str = "info") -> int:

@@ -15,12 +15,12 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from pipeline import broker
+from pipeline.model.topics import INTERACTIONS
 
+# kind -> (its input topic, its share of the events in %)
 KINDS = {
-    "like": ("social.likes", 60),
-    "comment": ("social.comments", 20),
-    "share": ("social.shares", 10),
-    "mention": ("social.mentions", 10),
+    kind: (INTERACTIONS[kind], share)
+    for kind, share in (("like", 60), ("comment", 20), ("share", 10), ("mention", 10))
 }
 CHANNELS = ("instagram", "x", "facebook", "tiktok")
 BASE_MS = 1_714_521_600_000  # 2024-05-01T00:00:00Z

@@ -39,8 +39,10 @@ from harness import (
 from kafka import KafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.app import ALERTS_TOPIC, DEADLETTER_TOPIC, EVENTS_TOPIC, RAW_TOPICS, WINDOWS_TOPIC
 from pipeline import broker
+from pipeline.model.topics import ALL as ALL_TOPICS
+from pipeline.model.topics import EVENTS, INPUTS, WINDOWS
+from pipeline.model.topics import family as input_family
 from pipeline.topics import ensure_topics
 
 LATENESS_S = 3600  # watermark = newest event - 1 h: nothing in the data's minutes closes
@@ -88,7 +90,7 @@ class Traffic:
         (the minimum over input partitions) passes every window of it."""
         ts = BASE_MS + self.span_ms + (LATENESS_S + 900) * 1000
         out = []
-        for topic, family in RAW_TOPICS.items():
+        for topic, family in ((t, input_family(t)) for t in INPUTS):
             for p in range(partitions):
                 ev: dict[str, Any] = {"account_id": "closer", "channel": "closer", "ts": ts}
                 if family == "exposure":
@@ -293,7 +295,7 @@ async def start_and_measure(
 ) -> dict[str, float]:
     """Start the worker with the probe and closing events already waiting in the input;
     time the start-up until every window holding `expect` events is published."""
-    n_closers = (len(RAW_TOPICS) - 1) * args.partitions  # closing likes are counted too
+    n_closers = (len(INPUTS) - 1) * args.partitions  # closing likes are counted too
     worker.start(procs)
     t = {"healthz": 0.0, "restored": 0.0, "applied": 0.0}
     deadline = time.perf_counter() + args.timeout
@@ -343,7 +345,7 @@ def worker_env(
 
 async def topics(bootstrap: str, args: argparse.Namespace) -> str:
     prefix = f"bench{uuid.uuid4().hex[:6]}."
-    names = [*RAW_TOPICS, EVENTS_TOPIC, WINDOWS_TOPIC, ALERTS_TOPIC, DEADLETTER_TOPIC]
+    names = ALL_TOPICS
     await asyncio.to_thread(ensure_topics, bootstrap, [prefix + t for t in names], args.partitions)
     return prefix
 
@@ -372,7 +374,7 @@ async def run_start(
     env, port = worker_env(bootstrap, prefix, app_id, args, tmp)
     worker = Worker(env, port, tmp / f"worker-{name}.log")
     expect = traffic.totals.total()
-    async with Windows(bootstrap, prefix + WINDOWS_TOPIC, args.partitions) as windows:
+    async with Windows(bootstrap, prefix + WINDOWS, args.partitions) as windows:
         times = await start_and_measure(worker, procs, args, windows, expect)
     diff = {
         f"{a}/{k}": windows.got[(a, k)] - traffic.totals[(a, k)]
@@ -424,9 +426,9 @@ async def bench(
     )
     # Kill only once the offsets past every forwarded batch are committed: committing
     # comes after the changelog records are flushed, so the state is all durable.
-    events_topic = prefix + EVENTS_TOPIC
+    events_topic = prefix + EVENTS
     ends = await end_offsets(bootstrap, events_topic, args.partitions)
-    raw = {prefix + t for t in RAW_TOPICS}
+    raw = {prefix + t for t in INPUTS}
 
     def durable() -> bool:
         done = committed(bootstrap, app_id)
@@ -458,7 +460,7 @@ async def bench(
     res["correct"] = not res["clean"]["mismatches"] and not res["restart"]["mismatches"]
     # state came back from the changelog: the restarted worker applied only new input
     res["restart"]["reprocessed"] = res["restart"]["applied_after_start"] - (
-        PROBE + (len(RAW_TOPICS) - 1) * args.partitions
+        PROBE + (len(INPUTS) - 1) * args.partitions
     )
     return res
 

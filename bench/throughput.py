@@ -33,8 +33,9 @@ from harness import (
 )
 from kafka import KafkaAdminClient
 
-from agents.app import ALERTS_TOPIC, DEADLETTER_TOPIC, EVENTS_TOPIC, RAW_TOPICS, WINDOWS_TOPIC
 from pipeline import broker
+from pipeline.model.topics import ALL as ALL_TOPICS
+from pipeline.model.topics import DEADLETTER, WINDOWS
 from pipeline.topics import ensure_topics
 
 SPAN_MS = 3_600_000  # the data covers one hour of event time
@@ -173,7 +174,7 @@ async def run_worker(
 ) -> tuple[dict[str, Any], Counter[Any]]:
     """Start a fresh worker; consume the windows and dead-letter topics until every event
     is in a 60 s window or dead-lettered (or nothing new came for --idle seconds)."""
-    n, topics = args.events, [prefix + WINDOWS_TOPIC, prefix + DEADLETTER_TOPIC]
+    n, topics = args.events, [prefix + WINDOWS, prefix + DEADLETTER]
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
     tasks: list[asyncio.Task[Any]] = []
     await c.start()
@@ -238,7 +239,7 @@ async def bench(
     args: argparse.Namespace, bootstrap: str, tmp: Path, procs: Procs
 ) -> dict[str, Any]:
     prefix = f"bench{uuid.uuid4().hex[:6]}."
-    names = [*RAW_TOPICS, EVENTS_TOPIC, WINDOWS_TOPIC, ALERTS_TOPIC, DEADLETTER_TOPIC]
+    names = ALL_TOPICS
     await asyncio.to_thread(ensure_topics, bootstrap, [prefix + t for t in names], args.partitions)
     close_after_ms = ((args.lateness or 0) + 15 * 60) * 1000
     data, closing, totals = make_events(args.events, args.accounts, prefix, close_after_ms)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.settings import ThresholdRule
+from pipeline.config.settings import ThresholdRule
 
 SCHEMA_VERSION = 1
 

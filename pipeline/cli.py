@@ -11,14 +11,17 @@ from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
 
-from pipeline import broker, security, settings
+from pipeline import broker, login
+from pipeline.config import security
+from pipeline.config.load import load
+from pipeline.config.settings import Settings, SettingsError
 
 
-def _settings() -> settings.Settings:
+def _settings() -> Settings:
     try:
-        s = settings.load()
+        s = load()
         security.ssl_context(s)  # unreadable TLS files, a wrong key password
-    except settings.SettingsError as exc:
+    except SettingsError as exc:
         raise SystemExit(f"engagement: invalid settings: {exc}") from None
     security.redact_logs(s)
     return s
@@ -44,16 +47,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     )
     logging.getLogger("kafka").setLevel(logging.WARNING)
     broker.wait_reachable(s.bootstrap_servers, timeout_s=args.wait)
-    security.check_login(s)
-    from agents.app import ALERTS_TOPIC, DEADLETTER_TOPIC, EVENTS_TOPIC, RAW_TOPICS, WINDOWS_TOPIC
+    login.check_login(s)
+    from pipeline.model import topics
     from pipeline.topics import ensure_topics
 
-    names = [*RAW_TOPICS, EVENTS_TOPIC, WINDOWS_TOPIC, ALERTS_TOPIC, DEADLETTER_TOPIC]
     ensure_topics(
         s.bootstrap_servers,
-        [s.topic(n) for n in names],
+        [s.topic(n) for n in topics.ALL],
         s.partitions,
-        exact=[s.topic(EVENTS_TOPIC)],
+        exact=[s.topic(topics.EVENTS)],
         client_config=security.kafka_python_config(s),
     )
     from agents.worker import run
@@ -64,7 +66,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     s = _settings()
     broker.wait_reachable(s.bootstrap_servers, timeout_s=args.wait)
-    security.check_login(s)
+    login.check_login(s)
     from pipeline.produce import generate_to_kafka
 
     n = generate_to_kafka(
@@ -101,14 +103,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(exc.code, file=sys.stderr)
         return 2
     broker.wait_reachable(s.bootstrap_servers, timeout_s=args.wait)
-    security.check_login(s)
+    login.check_login(s)
+    from pipeline.model import topics
     from pipeline.topics import ensure_topics
 
     # Missing input topics get the partition count the worker would give them (a
     # broker that auto-creates topics would use its own default instead).
     ensure_topics(
         s.bootstrap_servers,
-        [s.topic(n) for n in replay.INPUT_TOPICS],
+        [s.topic(n) for n in topics.INPUTS],
         s.partitions,
         client_config=security.kafka_python_config(s),
     )
@@ -140,7 +143,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 1 if result.skipped else 0
 
 
-def _api_url(s: settings.Settings) -> str:
+def _api_url(s: Settings) -> str:
     host = s.web_host if s.web_host not in ("", "0.0.0.0", "::") else "127.0.0.1"
     return f"http://{host}:{s.web_port}"
 
@@ -216,9 +219,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     try:
-        s = settings.load(args.file, env={})
+        s = load(args.file, env={})
         security.ssl_context(s)
-    except settings.SettingsError as exc:
+    except SettingsError as exc:
         for path, reason in exc.problems:
             print(f"{args.file}: {path}: {reason}")
         return 1

@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 
 from pipeline import broker
+from pipeline.model import topics
 
 # Thresholds chosen so the synthetic traffic trips them within the first minutes.
 DEMO_CONFIG = """
@@ -100,8 +101,8 @@ def run_demo(port: int, web_port: int, rate: float) -> int:
         )
         print("the generator backfills 5 minutes, then runs live; alerts appear below", flush=True)
         consumer = KafkaConsumer(
-            "engagement.alerts",
-            "engagement.windows",
+            topics.ALERTS,
+            topics.WINDOWS,
             bootstrap_servers=f"127.0.0.1:{port}",
             auto_offset_reset="earliest",
             group_id=None,
@@ -111,7 +112,7 @@ def run_demo(port: int, web_port: int, rate: float) -> int:
         while True:
             for records in consumer.poll(timeout_ms=500).values():
                 for rec in records:
-                    if rec.topic == "engagement.alerts":
+                    if rec.topic == topics.ALERTS:
                         _print_alert(rec.value)
                     else:
                         windows += 1

@@ -18,10 +18,15 @@ from typing import Any
 
 import orjson
 
+from pipeline.model import topics
 from pipeline.windows import rfc3339
 
 _KINDS = ("like", "comment", "share", "mention", "dm")  # replies come from the schedule
-TOPIC_SUFFIX: dict[str, str] = {**{k: k + "s" for k in _KINDS}, "reply": "replies"}
+# kind -> its input topic's name after "social." (the names are in pipeline.model.topics)
+TOPIC_SUFFIX: dict[str, str] = {
+    k: name.removeprefix(topics.INPUT_PREFIX) for k, name in topics.INTERACTIONS.items()
+}
+EXPOSURE_SUFFIX = topics.EXPOSURE.removeprefix(topics.INPUT_PREFIX)
 _KIND_CW = list(accumulate((60.0, 15.0, 8.0, 8.0, 4.0)))
 _POSTED = frozenset(("like", "comment", "share"))
 # Chance that the brand answers an inbound message: replies end up ~5% of events.
@@ -279,7 +284,7 @@ class _Gen:
             reach, channel = int(imp * rng.uniform(0.45, 0.85)), spec.channels[i % nc]
             d = dict(account_id=spec.accounts[a], channel=channel, ts=ts, followers=int(followers))
             d.update(impressions=imp, reach=reach)
-            yield RawMessage("exposure", self.keys[a], orjson.dumps(d), ts)
+            yield RawMessage(EXPOSURE_SUFFIX, self.keys[a], orjson.dumps(d), ts)
 
 
 def generate(spec: TrafficSpec, start_ms: int, duration_s: float) -> Iterator[RawMessage]:

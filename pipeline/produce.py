@@ -6,9 +6,10 @@ import time
 
 from kafka import KafkaProducer
 
+from pipeline.config.security import kafka_python_config
+from pipeline.config.settings import Settings
 from pipeline.generator import TrafficSpec, generate
-from pipeline.security import kafka_python_config
-from pipeline.settings import Settings
+from pipeline.model import topics
 
 
 def kafka_producer(s: Settings, client_id: str) -> KafkaProducer:
@@ -54,7 +55,8 @@ def generate_to_kafka(
                 if delay > 0:
                     producer.flush()
                     time.sleep(delay)
-            producer.send(s.topic(f"social.{msg.topic_suffix}"), key=msg.key, value=msg.value)
+            topic = s.topic(topics.INPUT_PREFIX + msg.topic_suffix)
+            producer.send(topic, key=msg.key, value=msg.value)
             sent += 1
     finally:
         producer.flush()

@@ -37,15 +37,12 @@ from typing import Any, Final, Protocol, TextIO
 import orjson
 
 from pipeline.broker import BrokerError
+from pipeline.config.settings import Settings
 from pipeline.events import KINDS, Exposure, Interaction, Invalid
-from pipeline.generator import TOPIC_SUFFIX
-from pipeline.settings import Settings
+from pipeline.model import topics
 from pipeline.validation import validate
 
 __all__ = [
-    "EXPOSURE_TOPIC",
-    "INPUT_TOPICS",
-    "KIND_TOPICS",
     "MAX_LISTED",
     "Pacer",
     "Progress",
@@ -58,10 +55,7 @@ __all__ = [
     "speed_arg",
 ]
 
-KIND_TOPICS: Final[dict[str, str]] = {k: f"social.{v}" for k, v in TOPIC_SUFFIX.items()}
-EXPOSURE_TOPIC: Final = "social.exposure"
-INPUT_TOPICS: Final[tuple[str, ...]] = (*KIND_TOPICS.values(), EXPOSURE_TOPIC)
-assert set(KIND_TOPICS) == set(KINDS)
+assert set(topics.INTERACTIONS) == set(KINDS)
 
 MAX_LISTED: Final = 20  # invalid lines listed one by one; the rest are counted
 _BOM: Final = b"\xef\xbb\xbf"
@@ -105,12 +99,12 @@ def parse_line(line: bytes, *, max_bytes: int = 65536) -> Record | Invalid | Non
     if isinstance(result, Invalid):
         return result
     if isinstance(result, Interaction):
-        topic = KIND_TOPICS.get(result.kind)
+        topic = topics.INTERACTIONS.get(result.kind)
         if topic is None:
             return _UNROUTABLE
     else:
         assert isinstance(result, Exposure)
-        topic = EXPOSURE_TOPIC
+        topic = topics.EXPOSURE
     return Record(topic, result.account_id.encode("utf-8"), value, result.ts_ms)
 
 
@@ -314,7 +308,7 @@ def replay(
         prod = producer if producer is not None else _kafka_producer(s)
     except KafkaError as exc:
         raise BrokerError(f"cannot connect to {s.bootstrap_servers}: {_error(exc)}") from None
-    topics = {name: s.topic(name) for name in INPUT_TOPICS}
+    prefixed = {name: s.topic(name) for name in topics.INPUTS}
     pacer, acks = Pacer(speed), _Acks()
     lines = sent = skipped = 0
     last_ts_ms: int | None = None
@@ -335,7 +329,7 @@ def replay(
                     progress.update(lines, sent, skipped)
                     sleep(min(wait, 0.25))
                     wait = pacer.wait_s(parsed.ts_ms, clock())
-                topic = topics[parsed.topic]
+                topic = prefixed[parsed.topic]
                 try:
                     future = prod.send(topic, value=parsed.value, key=parsed.key)
                 except KafkaError as exc:

@@ -1,6 +1,6 @@
 """Settings of response-time tracking: the `[responses]` and `[calendars.NAME]` tables.
 
-Kept apart from `pipeline.settings`, which holds one `ResponseSettings` in
+Kept apart from `pipeline.config.settings`, which holds one `ResponseSettings` in
 `Settings.responses`; problems are collected as (path, reason) like every setting.
 """
 

@@ -26,7 +26,7 @@ def ensure_topics(
     """Create missing topics with `partitions` partitions. Topics named in `exact`
     must have exactly that many (the router partitions by crc32 mod partitions).
     `client_config` is extra KafkaAdminClient configuration, such as
-    `pipeline.security.kafka_python_config(settings)`."""
+    `pipeline.config.security.kafka_python_config(settings)`."""
     names, exact = list(names), set(exact)
     config = {"client_id": "engagement-admin", "request_timeout_ms": 10_000}
     config.update(client_config or {})

@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from pipeline import alerts
-from pipeline.settings import load
+from pipeline.config.load import load
 from tests.integration.conftest import (
     Env,
     Worker,

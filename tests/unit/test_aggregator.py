@@ -24,8 +24,8 @@ from pipeline.aggregator import (
     PartitionState,
     dedup_id,
 )
+from pipeline.config.settings import Settings
 from pipeline.events import KINDS, Exposure, Interaction
-from pipeline.settings import Settings
 from tests.unit.test_schema_agreement import validator as schema_validator
 
 SEC, MIN = 1000, 60_000

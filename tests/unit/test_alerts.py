@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from pipeline.alerts import evaluate, observed_value
+from pipeline.config.settings import ThresholdRule
 from pipeline.events import KINDS
-from pipeline.settings import ThresholdRule
 from pipeline.windows import rfc3339
 from tests.unit.test_schema_agreement import validator as schema_validator
 

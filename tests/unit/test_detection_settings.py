@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from pipeline import settings
+from pipeline.config import load as config_load
+from pipeline.config.settings import Settings, SettingsError
 from pipeline.detection_settings import SERIES, DetectionSettings, parse
 from pipeline.detector import DOWN, UP, Detector, DetectorSettings, DetectorState
 
@@ -27,10 +28,10 @@ def problems_of(raw: Any) -> list[tuple[str, str]]:
     return problems
 
 
-def load(tmp_path: Path, text: str) -> settings.Settings:
+def load(tmp_path: Path, text: str) -> Settings:
     f = tmp_path / "c.toml"
     f.write_text(text, encoding="utf-8")
-    return settings.load(f, env={})
+    return config_load.load(f, env={})
 
 
 def test_no_table_gives_the_defaults() -> None:
@@ -203,7 +204,7 @@ def test_load_without_a_detection_table_keeps_the_defaults(tmp_path: Path) -> No
 
 
 def test_load_reports_detection_problems_with_the_others(tmp_path: Path) -> None:
-    with pytest.raises(settings.SettingsError) as err:
+    with pytest.raises(SettingsError) as err:
         load(tmp_path, "colour = 1\n[detection]\nspike_ratio = -2\n[detection.accounts.a]\nx = 1\n")
     assert {p for p, _ in err.value.problems} == {
         "colour",

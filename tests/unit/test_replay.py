@@ -14,11 +14,10 @@ from kafka.future import Future
 
 from pipeline import cli
 from pipeline.broker import BrokerError
+from pipeline.config.settings import Settings
 from pipeline.events import KINDS, Invalid
+from pipeline.model import topics
 from pipeline.replay import (
-    EXPOSURE_TOPIC,
-    INPUT_TOPICS,
-    KIND_TOPICS,
     MAX_LISTED,
     Pacer,
     Progress,
@@ -28,7 +27,6 @@ from pipeline.replay import (
     replay,
     speed_arg,
 )
-from pipeline.settings import Settings
 
 SECRET = "s3cr3t-Replay-Text"
 TS = "2026-03-01T12:00:00Z"
@@ -63,8 +61,8 @@ def line(obj: Any) -> bytes:
 
 
 def test_every_input_topic_is_the_workers() -> None:
-    assert set(KIND_TOPICS) == set(KINDS)
-    assert set(INPUT_TOPICS) == {
+    assert set(topics.INTERACTIONS) == set(KINDS)
+    assert set(topics.INPUTS) == {
         "social.likes",
         "social.comments",
         "social.shares",
@@ -97,7 +95,7 @@ def test_exposure_snapshot_goes_to_the_exposure_topic(counts: dict[str, int]) ->
     obj = {"account_id": "acme", "channel": "x", "ts": TS, **counts}
     rec = parse_line(line(obj))
     assert isinstance(rec, Record)
-    assert (rec.topic, rec.key, rec.ts_ms) == (EXPOSURE_TOPIC, b"acme", TS_MS)
+    assert (rec.topic, rec.key, rec.ts_ms) == (topics.EXPOSURE, b"acme", TS_MS)
 
 
 def test_value_is_the_line_as_given_not_reserialized() -> None:
@@ -160,7 +158,7 @@ def test_an_object_neither_event_nor_snapshot_asks_for_kind() -> None:
 
 def test_null_kind_is_absent_so_a_snapshot() -> None:
     rec = parse_line(line(exposure(kind=None)))
-    assert isinstance(rec, Record) and rec.topic == EXPOSURE_TOPIC
+    assert isinstance(rec, Record) and rec.topic == topics.EXPOSURE
 
 
 def test_oversized_line() -> None:
@@ -483,7 +481,7 @@ def test_settle_options_and_the_default_worker_address() -> None:
     assert (args.settle, args.settle_timeout, args.api) == (True, 30.0, None)
     plain = cli.parser().parse_args(["replay", "f.jsonl"])
     assert (plain.settle, plain.settle_timeout) == (False, 600.0)
-    from pipeline.settings import Settings
+    from pipeline.config.settings import Settings
 
     assert cli._api_url(Settings(web_host="0.0.0.0", web_port=7000)) == "http://127.0.0.1:7000"
     assert cli._api_url(Settings(web_host="10.1.2.3", web_port=6066)) == "http://10.1.2.3:6066"

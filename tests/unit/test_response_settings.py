@@ -6,16 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import settings
+from pipeline.config import load as config_load
+from pipeline.config.settings import Settings, SettingsError
 from pipeline.response_settings import DEFAULT_SLA, ResponseSettings, SlaRule
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load(tmp_path: Path, text: str) -> settings.Settings:
+def load(tmp_path: Path, text: str) -> Settings:
     f = tmp_path / "c.toml"
     f.write_text(text, encoding="utf-8")
-    return settings.load(f, env={})
+    return config_load.load(f, env={})
 
 
 def test_defaults_time_by_priority_without_calendars() -> None:
@@ -82,12 +83,12 @@ def test_calendar_assigned_to_an_account(tmp_path: Path) -> None:
     ],
 )
 def test_each_problem_is_named(tmp_path: Path, text: str, path: str, reason: str) -> None:
-    with pytest.raises(settings.SettingsError) as err:
+    with pytest.raises(SettingsError) as err:
         load(tmp_path, text)
     assert any(p == path and reason in r for p, r in err.value.problems), err.value.problems
 
 
 def test_the_example_config_parses_with_its_calendar() -> None:
-    s = settings.load(ROOT / "deploy" / "config.example.toml", env={})
+    s = config_load.load(ROOT / "deploy" / "config.example.toml", env={})
     assert s.responses.calendar("acme") is not None
     assert s.responses.sla_s("anyone", "dm", "high") == 1800

@@ -1,5 +1,5 @@
 """Broker security settings: parsing, validation, masking, and the client configurations
-built from them (pipeline.settings, pipeline.security)."""
+built from them (pipeline.config: settings, load, checks, security; pipeline.login)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,11 @@ from pathlib import Path
 import pytest
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from pipeline import broker, cli, security
-from pipeline.settings import Secret, Settings, SettingsError, load
+from agents.app import faust_credentials
+from pipeline import broker, cli, login
+from pipeline.config import security
+from pipeline.config.load import load
+from pipeline.config.settings import Secret, Settings, SettingsError
 from tests.unit.test_settings import problems_of, write
 
 PASSWORD = "Pw-4d1e-never-shown"
@@ -307,7 +310,7 @@ def test_plaintext_configs() -> None:
     s = Settings()
     assert security.kafka_python_config(s) == {"security_protocol": "PLAINTEXT"}
     assert security.aiokafka_config(s) == {"security_protocol": "PLAINTEXT"}
-    assert security.faust_credentials(s) is None
+    assert faust_credentials(s) is None
     assert security.ssl_context(s) is None
 
 
@@ -322,7 +325,7 @@ def test_sasl_plaintext_configs(mechanism: str) -> None:
     }
     assert security.kafka_python_config(s) == expected
     assert security.aiokafka_config(s) == expected
-    creds = security.faust_credentials(s)
+    creds = faust_credentials(s)
     assert PASSWORD not in repr(creds)
     # What faust hands to aiokafka: the same keys, with no TLS context.
     assert dict(credentials_to_aiokafka_auth(creds)) == {**expected, "ssl_context": None}
@@ -351,7 +354,7 @@ def test_sasl_ssl_configs(pki: Pki) -> None:
     aio = security.aiokafka_config(s)
     assert aio["security_protocol"] == "SASL_SSL" and aio["sasl_mechanism"] == "SCRAM-SHA-512"
     assert isinstance(aio["ssl_context"], ssl.SSLContext)
-    auth = dict(credentials_to_aiokafka_auth(security.faust_credentials(s)))
+    auth = dict(credentials_to_aiokafka_auth(faust_credentials(s)))
     assert auth["security_protocol"] == "SASL_SSL"
     assert auth["sasl_mechanism"] == "SCRAM-SHA-512"
     assert auth["sasl_plain_password"] == PASSWORD
@@ -365,7 +368,7 @@ def test_ssl_configs_without_client_certificate(pki: Pki) -> None:
         "ssl_check_hostname": False,
         "ssl_cafile": str(pki.ca),
     }
-    auth = dict(credentials_to_aiokafka_auth(security.faust_credentials(s)))
+    auth = dict(credentials_to_aiokafka_auth(faust_credentials(s)))
     assert auth["security_protocol"] == "SSL"
     assert auth["ssl_context"].check_hostname is False
 
@@ -471,9 +474,9 @@ def test_without_passwords_the_log_records_are_untouched() -> None:
 
 
 def test_check_login_leaves_plaintext_and_unreachable_brokers_to_the_clients() -> None:
-    security.check_login(Settings())  # PLAINTEXT: nothing to check, no connection
+    login.check_login(Settings())  # PLAINTEXT: nothing to check, no connection
     closed = f"kafka://127.0.0.1:{broker.free_port()}"
-    security.check_login(sasl(broker=closed), timeout_s=2)  # refused: the clients retry
+    login.check_login(sasl(broker=closed), timeout_s=2)  # refused: the clients retry
 
 
 @pytest.fixture
@@ -509,11 +512,11 @@ def tls_server(pki: Pki) -> Iterator[str]:
 def test_check_login_names_an_untrusted_certificate(tls_server: str, pki: Pki) -> None:
     system_cas = Settings(broker=tls_server, security_protocol="SSL")
     with pytest.raises(broker.BrokerError, match=r"was not accepted .*ENGAGEMENT_SSL_CAFILE"):
-        security.check_login(system_cas, timeout_s=5)
+        login.check_login(system_cas, timeout_s=5)
     wrong_name = Settings(broker=tls_server, security_protocol="SSL", ssl_cafile=str(pki.ca))
     with pytest.raises(broker.BrokerError, match=r"mismatch.*CHECK_HOSTNAME=false"):
-        security.check_login(wrong_name, timeout_s=5)
+        login.check_login(wrong_name, timeout_s=5)
     # Trusted, and the host name not checked: the handshake passes; the hang-up after
     # it is a connection problem, left to the clients.
     trusted = dataclasses.replace(wrong_name, ssl_check_hostname=False)
-    security.check_login(trusted, timeout_s=5)
+    login.check_login(trusted, timeout_s=5)

@@ -1,4 +1,5 @@
-"""pipeline.settings: defaults, file and environment precedence, validation, `config check`."""
+"""pipeline.config (settings, load, checks): defaults, file and environment
+precedence, validation, `config check`."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from pipeline import cli
+from pipeline.config.load import load
+from pipeline.config.settings import Settings, SettingsError, ThresholdRule
 from pipeline.events import KINDS
-from pipeline.settings import Settings, SettingsError, ThresholdRule, load
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "config.example.toml"
 

@@ -1,7 +1,7 @@
-"""One frozen settings object, read from a TOML file and ENGAGEMENT_* variables.
+"""Settings from a TOML file and ENGAGEMENT_* variables.
 
 Precedence: defaults < file named by ENGAGEMENT_CONFIG < environment variables.
-Every setting that has an environment variable names it beside its field.
+Every problem is reported at once (SettingsError).
 """
 
 from __future__ import annotations
@@ -9,175 +9,20 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline import detection_settings, response_settings
-from pipeline.detection_settings import DetectionSettings
-from pipeline.events import KINDS
-from pipeline.response_settings import ResponseSettings
-from pipeline.settings_checks import (
+from pipeline.config.checks import validate
+from pipeline.config.settings import (
     ALERT_METRICS,
     SEVERITIES,
-    validate,
+    Secret,
+    Settings,
+    SettingsError,
+    ThresholdRule,
 )
-
-
-class SettingsError(ValueError):
-    """Every problem found in a configuration, each as (path, reason)."""
-
-    def __init__(self, problems: list[tuple[str, str]]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(f"{p}: {r}" for p, r in problems))
-
-
-class Secret:
-    """A password: its repr and str are masked, so printing the settings, an error or a
-    log line never shows it. `reveal()` gives the value to the one place that needs it.
-    (Deliberately not a dataclass: `dataclasses.asdict` would copy the value out.)"""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str = "") -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __str__(self) -> str:
-        return "********" if self._value else ""
-
-    def __repr__(self) -> str:
-        return f"Secret({str(self)!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash((Secret, self._value))
-
-
-@dataclass(frozen=True, slots=True)
-class ThresholdRule:
-    name: str
-    metric: str  # one of ALERT_METRICS or "count.<kind>"
-    op: str  # "above" | "below"
-    value: float
-    accounts: tuple[str, ...] = ("*",)
-    window_s: int = 300
-    severity: str = "warning"
-    cooldown_s: int = 900
-
-    def applies_to(self, account_id: str) -> bool:
-        return "*" in self.accounts or account_id in self.accounts
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    broker: str = "kafka://127.0.0.1:9092"  # ENGAGEMENT_BROKER
-    topic_prefix: str = ""  # ENGAGEMENT_TOPIC_PREFIX
-    partitions: int = 4  # ENGAGEMENT_PARTITIONS: partitions of topics the worker creates
-    web_port: int = 6066  # ENGAGEMENT_WEB_PORT
-    web_host: str = "127.0.0.1"  # ENGAGEMENT_WEB_HOST
-    app_id: str = "engagement"  # ENGAGEMENT_APP_ID: consumer group and changelog prefix
-    data_dir: str = ".engagement-data"  # ENGAGEMENT_DATA_DIR
-    # Group-join timings: faust's defaults make the first join take ~30 s; these
-    # make it take seconds while tolerating a member that stalls for 10 s.
-    session_timeout_s: float = 10.0  # ENGAGEMENT_SESSION_TIMEOUT_S
-    rebalance_timeout_s: float = 10.0  # ENGAGEMENT_REBALANCE_TIMEOUT_S
-    heartbeat_interval_s: float = 1.0  # ENGAGEMENT_HEARTBEAT_INTERVAL_S
-    commit_interval_s: float = 1.0  # ENGAGEMENT_COMMIT_INTERVAL_S
-    # at_least_once; exactly_once is recognised and refused with the reason
-    processing_guarantee: str = "at_least_once"  # ENGAGEMENT_PROCESSING_GUARANTEE
-    # Broker security ([security] in the file): one of SECURITY_PROTOCOLS.
-    security_protocol: str = "PLAINTEXT"  # ENGAGEMENT_SECURITY_PROTOCOL
-    # SASL, for SASL_PLAINTEXT and SASL_SSL: mechanism one of SASL_MECHANISMS.
-    sasl_mechanism: str = ""  # ENGAGEMENT_SASL_MECHANISM
-    sasl_username: str = ""  # ENGAGEMENT_SASL_USERNAME
-    sasl_password: Secret = field(default_factory=Secret)  # ENGAGEMENT_SASL_PASSWORD
-    # TLS, for SSL and SASL_SSL: CA bundle (default: the system's CAs), and the
-    # client's certificate and key for mutual TLS (PEM files).
-    ssl_cafile: str = ""  # ENGAGEMENT_SSL_CAFILE
-    ssl_certfile: str = ""  # ENGAGEMENT_SSL_CERTFILE
-    ssl_keyfile: str = ""  # ENGAGEMENT_SSL_KEYFILE
-    # ENGAGEMENT_SSL_KEY_PASSWORD: if the key is encrypted
-    ssl_key_password: Secret = field(default_factory=Secret)
-    ssl_check_hostname: bool = True  # ENGAGEMENT_SSL_CHECK_HOSTNAME: true | false
-    # Windows, in event time
-    window_sizes_s: tuple[int, ...] = (60, 300)
-    allowed_lateness_s: int = 10
-    grace_s: int = 5
-    idle_after_s: int = 10
-    # Ingest batching: the router forwards at most this many events per batch
-    batch_max: int = 1000
-    batch_within_s: float = 0.05
-    # How often the router reports input-partition progress to the aggregator
-    progress_interval_s: float = 0.2
-    # How long an input partition's last progress report holds the watermark after
-    # its router stops reporting: longer than a rebalance after a worker dies.
-    progress_stale_s: float = 40.0
-    weights: Mapping[str, float] = field(
-        default_factory=lambda: {
-            "like": 1.0,
-            "comment": 2.0,
-            "share": 3.0,
-            "mention": 2.0,
-            "dm": 1.0,
-            "reply": 0.0,
-        }
-    )
-    default_rate_basis: str = "followers"
-    rate_basis_by_account: Mapping[str, str] = field(default_factory=dict)
-    metrics_accounts: tuple[str, ...] = ()
-    # Channels with their own metric label; any other channel is reported as "other".
-    metrics_channels: tuple[str, ...] = (
-        "instagram",
-        "facebook",
-        "x",
-        "linkedin",
-        "tiktok",
-        "youtube",
-        "threads",
-        "reddit",
-    )
-    metrics_top_accounts: int = 20
-    dedup_horizon_s: int = 600
-    dedup_max_ids: int = 2_000_000
-    max_message_bytes: int = 65536
-    # Events further ahead of the wall clock are rejected (future_ts): one bad clock
-    # must not move a watermark, and so close windows, ahead of real time.
-    max_future_s: int = 300
-    thresholds: tuple[ThresholdRule, ...] = ()
-    # [responses] and [calendars.NAME]: pairing, SLAs, business hours
-    responses: ResponseSettings = field(default_factory=ResponseSettings)
-    # [detection]: spike/drop detectors (defaults, per-account overrides, competitors)
-    detection: DetectionSettings = field(default_factory=DetectionSettings)
-
-    @property
-    def bootstrap_servers(self) -> str:
-        return self.broker.removeprefix("kafka://")
-
-    def topic(self, name: str) -> str:
-        return f"{self.topic_prefix}{name}"
-
-    def rate_basis(self, account_id: str) -> str:
-        return self.rate_basis_by_account.get(account_id, self.default_rate_basis)
-
-    @property
-    def max_window_s(self) -> int:
-        return max(self.window_sizes_s)
-
-    @property
-    def uses_sasl(self) -> bool:
-        return self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
-
-    @property
-    def uses_tls(self) -> bool:
-        return self.security_protocol in ("SSL", "SASL_SSL")
+from pipeline.events import KINDS
 
 
 def _flag(text: str) -> bool:

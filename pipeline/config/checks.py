@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from pipeline.config.settings import (
+    PROCESSING_GUARANTEES,
+    RATE_BASES,
+    SASL_MECHANISMS,
+    SECURITY_PROTOCOLS,
+    Settings,
+)
 from pipeline.events import KINDS
 
-if TYPE_CHECKING:
-    from pipeline.settings import Settings
-
-RATE_BASES = ("followers", "reach", "impressions")
-ALERT_METRICS = ("engagement_rate", "weighted_engagement", "volume", "unique_actors")
-SEVERITIES = ("info", "warning", "critical")
-SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
 _BROKER_RE = re.compile(r"^kafka://[A-Za-z0-9_.\-]+:\d{1,5}(,[A-Za-z0-9_.\-]+:\d{1,5})*$")
 
 

@@ -1,0 +1,37 @@
+"""What the agents share, built once per worker by `agents.app.create_app`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from prometheus_client import CollectorRegistry
+
+from pipeline.aggregator import Aggregator, PartitionState
+from pipeline.config.settings import Settings
+from pipeline.detection import Detection
+from pipeline.labels import AccountLabels
+from pipeline.metrics import EngagementMetrics
+from pipeline.responses import ResponseTracker
+
+
+@dataclass
+class Runtime:
+    """Everything the agents share; built once per worker."""
+
+    settings: Settings
+    app: faust.App
+    registry: CollectorRegistry
+    metrics: EngagementMetrics
+    aggregator: Aggregator
+    responses: ResponseTracker
+    detection: Detection
+    labels: AccountLabels
+    raw_topics: dict[str, str]  # full topic name -> kind family
+    events_topic: Any
+    windows_topic: Any
+    alerts_topic: Any
+    deadletter_topic: Any
+    state_table: Any
+    states: dict[int, PartitionState] = field(default_factory=dict)

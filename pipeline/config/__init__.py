@@ -1,0 +1,1 @@
+"""Configuration: the settings model and its vocabulary, loading, checks, client security."""

@@ -1,0 +1,1 @@
+"""The contract with the outside: topic names (the record formats are to follow)."""
