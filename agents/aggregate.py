@@ -37,7 +37,9 @@ from pipeline import (
     wire,
 )
 from pipeline.aggregator import Delta, FinalWindow, PartitionState
-from pipeline.labels import OTHER
+from pipeline.metrics.collectors import StateSource
+from pipeline.metrics.factory import register_state_gauges
+from pipeline.metrics.labels import OTHER
 from pipeline.progress import SETTLE_MS, Sources
 
 if TYPE_CHECKING:
@@ -95,7 +97,7 @@ class PartitionWork:
         self.published: dict[int, int] = {}
         self.next_offset: dict[int, int] = {}  # next offset of the internal topic to read
         self.last_status = 0.0
-        self.open_labels: set[tuple[str, str]] = set()
+        self.consumer_lag: dict[tuple[str, int], int] = {}  # measured each tick
         self.last_label_refresh = 0.0
 
     def lock(self, p: int) -> asyncio.Lock:
@@ -459,7 +461,6 @@ class PartitionWork:
         if rt.app.rebalancing or rt.app.in_recovery:
             return  # states are rebuilt by the agent once recovery has completed
         wall_ms = int(time.time() * 1000)
-        open_windows = dedup_ids = 0
         inputs = self.input_partitions()  # input topics may have gained partitions
         for p in sorted(rt.states):
             async with self.lock(p):
@@ -469,14 +470,6 @@ class PartitionWork:
                 if inputs is not None:
                     state.sources.expected = inputs
                 await self.close(p, state, wall_ms, prune=True)
-            open_windows += len(state.windows)
-            dedup_ids += len(state.dedup)
-            wm = state.watermark.floor_ms
-            if wm is not None:
-                m.watermark_lag.labels(str(p)).set((wall_ms - wm) / 1000)
-        m.open_windows.set(open_windows)
-        m.dedup_ids.set(dedup_ids)
-        self.open_inbound_gauge()
         if time.monotonic() - self.last_status > STATUS_EVERY_S:
             self.last_status = time.monotonic()
             self.log_status(wall_ms)
@@ -487,18 +480,11 @@ class PartitionWork:
                 with contextlib.suppress(KeyError):
                     m.account_events.remove(account)
 
-    def open_inbound_gauge(self) -> None:
-        channels = self.rt.settings.metrics_channels
-        total: Counter[tuple[str, str]] = Counter()
-        for state in self.rt.states.values():
-            for (channel, kind), n in state.responses.open_counts.items():
-                total[(channel if channel in channels else OTHER, kind)] += n
-        gauge = self.rt.metrics.open_inbound
-        for labels in self.open_labels - total.keys():  # none left, or partition moved
-            gauge.labels(*labels).set(0)
-        for labels, n in total.items():
-            gauge.labels(*labels).set(n)
-        self.open_labels |= total.keys()
+    def described(self) -> dict[int, PartitionState]:
+        """The partitions the state gauges describe: owned, and not re-reading a backlog."""
+        if self.rt.app.rebalancing or self.rt.app.in_recovery:
+            return {}
+        return {p: s for p, s in self.rt.states.items() if p not in self.catch_up}
 
     def log_status(self, wall_ms: int) -> None:
         """One line per partition: where its watermark stands and what holds it."""
@@ -566,8 +552,11 @@ class PartitionWork:
                     self.drop(tp.partition)
 
     async def _lag(self) -> None:
+        """Measure the consumer lag of every assigned input partition (read by the
+        gauges at the next scrape; a partition no longer assigned drops out)."""
         consumer = self.rt.app.consumer
         sources = {*self.rt.raw_topics, self.rt.events_topic.get_topic_name()}
+        lag: dict[tuple[str, int], int] = {}
         for tp in consumer.assignment():
             if tp.topic not in sources:
                 continue
@@ -577,13 +566,21 @@ class PartitionWork:
             except Exception:  # a gauge must never stop the tick that drives idle advance
                 continue
             if position is not None and high is not None:
-                self.rt.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
-                    max(0, high - position)
-                )
+                lag[(tp.topic, tp.partition)] = max(0, high - position)
+        self.consumer_lag = lag
 
 
 def register(rt: Runtime) -> PartitionWork:
     work = PartitionWork(rt)
+    register_state_gauges(
+        rt.registry,
+        StateSource(
+            states=work.described,
+            consumer_lag=lambda: work.consumer_lag,
+            channels=frozenset(rt.settings.metrics_channels),
+            wall_ms=lambda: int(time.time() * 1000),
+        ),
+    )
 
     async def aggregate(stream: Any) -> None:
         async for event in stream.events():

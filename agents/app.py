@@ -17,8 +17,8 @@ from pipeline.aggregator import Aggregator, AggregatorConfig
 from pipeline.config.security import ssl_context
 from pipeline.config.settings import Settings
 from pipeline.detection import Detection
-from pipeline.labels import AccountLabels
-from pipeline.metrics import EngagementMetrics
+from pipeline.metrics.factory import EngagementMetrics
+from pipeline.metrics.labels import AccountLabels
 from pipeline.model import topics
 from pipeline.responses import ResponseTracker
 

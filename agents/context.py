@@ -11,8 +11,8 @@ from prometheus_client import CollectorRegistry
 from pipeline.aggregator import Aggregator, PartitionState
 from pipeline.config.settings import Settings
 from pipeline.detection import Detection
-from pipeline.labels import AccountLabels
-from pipeline.metrics import EngagementMetrics
+from pipeline.metrics.factory import EngagementMetrics
+from pipeline.metrics.labels import AccountLabels
 from pipeline.responses import ResponseTracker
 
 

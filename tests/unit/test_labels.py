@@ -8,7 +8,7 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.labels import OTHER, AccountLabels
+from pipeline.metrics.labels import OTHER, AccountLabels
 
 
 def test_configured_accounts_are_always_labeled() -> None:

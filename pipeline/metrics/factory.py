@@ -1,10 +1,13 @@
-"""The one metrics factory: every engagement_ series, on a registry you pass in."""
+"""The one metrics factory: every engagement_ series, on a registry you pass in (the
+state gauges, read at scrape time, by `register_state_gauges`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+
+from pipeline.metrics.collectors import StateGauges, StateSource
 
 # *_created series double the exposition for no use in Grafana or alert rules.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -23,14 +26,9 @@ class EngagementMetrics:
     windows_emitted: Counter
     alerts: Counter
     account_events: Counter
-    consumer_lag: Gauge
-    watermark_lag: Gauge
-    open_windows: Gauge
-    dedup_ids: Gauge
     processing_latency: Histogram
     output_latency: Histogram
     first_response: Histogram
-    open_inbound: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> EngagementMetrics:
@@ -76,20 +74,6 @@ class EngagementMetrics:
                 ["account"],
                 registry=r,
             ),
-            consumer_lag=Gauge(
-                "engagement_consumer_lag",
-                "Messages between the committed position and the end of each assigned partition",
-                ["topic", "partition"],
-                registry=r,
-            ),
-            watermark_lag=Gauge(
-                "engagement_watermark_lag_seconds",
-                "Wall clock minus the partition's watermark",
-                ["partition"],
-                registry=r,
-            ),
-            open_windows=Gauge("engagement_open_windows", "Windows not yet final", registry=r),
-            dedup_ids=Gauge("engagement_dedup_ids", "Event ids held for dedup", registry=r),
             processing_latency=Histogram(
                 "engagement_processing_latency_seconds",
                 "Broker append time of a raw message to its effect in window state",
@@ -110,10 +94,12 @@ class EngagementMetrics:
                 buckets=RESPONSE_BUCKETS,
                 registry=r,
             ),
-            open_inbound=Gauge(
-                "engagement_open_inbound",
-                "Inbound messages without a reply yet, on this worker's partitions",
-                ["channel", "kind"],
-                registry=r,
-            ),
         )
+
+
+def register_state_gauges(registry: CollectorRegistry, source: StateSource) -> StateGauges:
+    """The gauges of open windows, dedup ids, open inbound messages and lags, read from
+    `source` at every scrape (pipeline.metrics.collectors)."""
+    gauges = StateGauges(source)
+    registry.register(gauges)
+    return gauges

@@ -1,0 +1,1 @@
+"""Prometheus: the one metrics factory, bounded labels, and gauges read from state when scraped."""

@@ -1,0 +1,80 @@
+"""Gauges that describe the worker's state, computed when Prometheus scrapes: nothing
+sets them on a timer, and a partition that moved away simply stops being reported."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from pipeline.metrics.labels import OTHER
+from pipeline.state import PartitionState
+
+# name -> (help, label names): the exposition contract of these gauges
+GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "engagement_open_windows": ("Windows not yet final", ()),
+    "engagement_dedup_ids": ("Event ids held for dedup", ()),
+    "engagement_open_inbound": (
+        "Inbound messages without a reply yet, on this worker's partitions",
+        ("channel", "kind"),
+    ),
+    "engagement_watermark_lag_seconds": (
+        "Wall clock minus the partition's watermark",
+        ("partition",),
+    ),
+    "engagement_consumer_lag": (
+        "Messages between the committed position and the end of each assigned partition",
+        ("topic", "partition"),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class StateSource:
+    """Where the gauges read from; each callable is asked at scrape time."""
+
+    states: Callable[[], Mapping[int, PartitionState]]  # the partitions to describe
+    consumer_lag: Callable[[], Mapping[tuple[str, int], int]]  # last measured, by topic/partition
+    channels: frozenset[str]  # channel label values kept; others are OTHER
+    wall_ms: Callable[[], int]
+
+
+class StateGauges(Collector):
+    def __init__(self, source: StateSource) -> None:
+        self.source = source
+
+    def describe(self) -> Iterator[Metric]:
+        """The families without samples, so registering needs no state."""
+        for name, (doc, labels) in GAUGES.items():
+            yield GaugeMetricFamily(name, doc, labels=labels)
+
+    def collect(self) -> Iterator[Metric]:
+        src = self.source
+        states = dict(src.states())
+        families = {
+            name: GaugeMetricFamily(name, doc, labels=labels)
+            for name, (doc, labels) in GAUGES.items()
+        }
+        families["engagement_open_windows"].add_metric(
+            [], sum(len(s.windows) for s in states.values())
+        )
+        families["engagement_dedup_ids"].add_metric([], sum(len(s.dedup) for s in states.values()))
+        open_inbound: Counter[tuple[str, str]] = Counter()
+        for state in states.values():
+            for (channel, kind), n in state.responses.open_counts.items():
+                open_inbound[(channel if channel in src.channels else OTHER, kind)] += n
+        for (channel, kind), n in sorted(open_inbound.items()):
+            families["engagement_open_inbound"].add_metric([channel, kind], n)
+        wall_ms = src.wall_ms()
+        for p, state in sorted(states.items()):
+            floor = state.watermark.floor_ms
+            if floor is not None:
+                families["engagement_watermark_lag_seconds"].add_metric(
+                    [str(p)], (wall_ms - floor) / 1000
+                )
+        for (topic, partition), lag in sorted(src.consumer_lag().items()):
+            families["engagement_consumer_lag"].add_metric([topic, str(partition)], lag)
+        yield from families.values()
