@@ -29,7 +29,6 @@ from faust.types import TP
 from agents.delivery import fatal_on_failure
 from pipeline import (
     alerts,
-    deadletter,
     detection,
     response_alerts,
     response_snapshot,
@@ -37,6 +36,8 @@ from pipeline import (
     wire,
 )
 from pipeline.aggregator import Delta, FinalWindow, PartitionState
+from pipeline.durability import keys
+from pipeline.ingest import deadletter
 from pipeline.metrics.collectors import StateSource
 from pipeline.metrics.factory import register_state_gauges
 from pipeline.metrics.labels import OTHER
@@ -55,26 +56,6 @@ OUTBOX_PART = 300  # output records per outbox changelog record (~200 KB)
 # Windows fed to the detectors per close (about 0.1 s): a replay over months means
 # millions, and detection then trails instead of stopping the worker.
 DETECT_PER_CLOSE = 20_000
-
-
-def delta_key(p: int, seq: int) -> bytes:
-    return f"d:{p}:{seq:012d}".encode()
-
-
-def marker_key(p: int) -> bytes:
-    return f"m:{p}".encode()
-
-
-def outbox_key(p: int, i: int) -> bytes:
-    return f"o:{p}:{i}".encode()
-
-
-def detector_key(p: int, account: str) -> bytes:
-    return f"x:{p}:{account}".encode()
-
-
-def snapshot_key(p: int, gen: int, i: int) -> bytes:
-    return f"r:{p}:{gen}:{i}".encode()
 
 
 class PartitionWork:
@@ -114,17 +95,17 @@ class PartitionWork:
     def restore(self, p: int) -> PartitionState:
         """Rebuild partition p from the recovered table contents."""
         data = self.rt.state_table.data
-        prefix = f"d:{p}:".encode()
+        prefix = keys.deltas(p)
         deltas = [
             Delta.from_json(orjson.loads(v)) for k, v in data.items() if k.startswith(prefix) and v
         ]
-        raw_marker = data.get(marker_key(p))
+        raw_marker = data.get(keys.marker(p))
         marker = orjson.loads(raw_marker) if raw_marker else {}
         state = PartitionState()
         self.rt.aggregator.restore(state, deltas, marker)
         # Response state: the newest durable snapshot, then the deltas written after it
         gen, n_parts, _ = marker.get("responses") or (0, 0, 0)
-        snap = [data[snapshot_key(p, gen, i)] for i in range(n_parts)]
+        snap = [data[keys.snapshot(p, gen, i)] for i in range(n_parts)]
         tracker = self.rt.responses
         state.responses = response_snapshot.restore(tracker, snap)
         state.responses.snap_gen, state.responses.snap_parts = gen, n_parts
@@ -132,10 +113,10 @@ class PartitionWork:
             if d.seq > state.responses.snap_seq:
                 tracker.apply_rows(state.responses, d.response_rows())
         # Detector state: one record per account, as of the last published close
-        det_prefix = f"x:{p}:".encode()
+        det_prefix = keys.detectors(p)
         for k, v in data.items():
             if k.startswith(det_prefix) and v:
-                account = k[len(det_prefix) :].decode()
+                account = keys.detector_account(p, k)
                 state.detection[account] = detection.AccountSeries.from_json(orjson.loads(v))
         # Until this worker has re-read the partition's backlog as it stood at the
         # restore, publish nothing new: the restored watermark may already make windows
@@ -146,7 +127,7 @@ class PartitionWork:
             self.catch_up[p] = high
         parts = int(marker.get("outbox_parts") or 0)
         if parts:
-            entries = [e for i in range(parts) for e in orjson.loads(data[outbox_key(p, i)])]
+            entries = [e for i in range(parts) for e in orjson.loads(data[keys.outbox(p, i)])]
             self.outbox[p] = (entries, parts)
             for kind, account, value, _ in entries:  # newer than the per-account records
                 if kind == "detector":
@@ -248,7 +229,7 @@ class PartitionWork:
             return
         if applied.delta is not None:
             fut = await self.write(
-                p, delta_key(p, applied.delta.seq), orjson.dumps(applied.delta.to_json())
+                p, keys.delta(p, applied.delta.seq), orjson.dumps(applied.delta.to_json())
             )
             self.track(p, fut)
             self._count(applied.delta.rows)
@@ -310,11 +291,11 @@ class PartitionWork:
             # The outbox in parts (each well below the broker's size limit), then the
             # marker that makes the close decision durable by naming them.
             futs = [
-                await self.write(p, outbox_key(p, i), orjson.dumps(part))
+                await self.write(p, keys.outbox(p, i), orjson.dumps(part))
                 for i, part in enumerate(parts)
             ]
             marker = {**rt.aggregator.marker(state), "outbox_parts": len(parts)}
-            futs.append(await self.write(p, marker_key(p), orjson.dumps(marker)))
+            futs.append(await self.write(p, keys.marker(p), orjson.dumps(marker)))
             await asyncio.gather(*futs)
             await self.send_outbox(p, state, outbox, len(parts))
         if (records or prune) and rt.aggregator.needs_snapshot(state):
@@ -325,9 +306,9 @@ class PartitionWork:
             # ahead of the tombstones that drop the deltas it came from; it also records
             # the applied offset, so the deltas up to it must be delivered first.
             await self.settle(p)
-            await self.write(p, marker_key(p), orjson.dumps(rt.aggregator.marker(state)))
+            await self.write(p, keys.marker(p), orjson.dumps(rt.aggregator.marker(state)))
             for seq in dead:
-                await self.write(p, delta_key(p, seq), None)
+                await self.write(p, keys.delta(p, seq), None)
         wm, emitted = state.watermark.floor_ms, state.emitted_through_ms
         if wm is not None and emitted is not None:
             self.published[p] = min(wm, emitted)
@@ -344,12 +325,12 @@ class PartitionWork:
         gen, old_gen, old_parts = st.snap_gen + 1, st.snap_gen, st.snap_parts
         # The deltas it covers must be durable before a marker may name it.
         await self.settle(p)
-        futs = [await self.write(p, snapshot_key(p, gen, i), v) for i, v in enumerate(parts)]
+        futs = [await self.write(p, keys.snapshot(p, gen, i), v) for i, v in enumerate(parts)]
         await asyncio.gather(*futs)
         st.snap_seq, st.snap_gen, st.snap_parts = state.seq, gen, len(parts)
-        await (await self.write(p, marker_key(p), orjson.dumps(self.rt.aggregator.marker(state))))
+        await (await self.write(p, keys.marker(p), orjson.dumps(self.rt.aggregator.marker(state))))
         for i in range(old_parts):  # the previous generation is no longer named
-            await self.write(p, snapshot_key(p, old_gen, i), None)
+            await self.write(p, keys.snapshot(p, old_gen, i), None)
 
     def response_outputs(self, state: PartitionState, watermark_ms: int) -> list[list[Any]]:
         """Alerts the watermark made due, as outbox records; observes first responses."""
@@ -438,7 +419,7 @@ class PartitionWork:
         for kind, account, value, newest in outbox:
             if kind == "detector":  # state, not output: to the changelog
                 pending.append(
-                    await self.write(p, detector_key(p, account), value.encode() or None)
+                    await self.write(p, keys.detector(p, account), value.encode() or None)
                 )
                 continue
             fut = await topics[kind].send(key=account.encode(), value=value.encode())
@@ -451,9 +432,9 @@ class PartitionWork:
             if newest:
                 m.output_latency.labels(kind).observe(max(0.0, now - newest / 1000))
         await asyncio.gather(*pending)
-        await self.write(p, marker_key(p), orjson.dumps(rt.aggregator.marker(state)))
+        await self.write(p, keys.marker(p), orjson.dumps(rt.aggregator.marker(state)))
         for i in range(parts):
-            await self.write(p, outbox_key(p, i), None)
+            await self.write(p, keys.outbox(p, i), None)
 
     async def tick(self) -> None:
         """Idle advance and gauges, once a second."""

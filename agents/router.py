@@ -17,26 +17,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import zlib
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from agents.delivery import fatal_on_failure
-from pipeline import deadletter, wire
+from pipeline import wire
 from pipeline.events import Interaction, Invalid
+from pipeline.ingest import deadletter
+from pipeline.ingest.partitioning import owner
+from pipeline.ingest.validation import validate
 from pipeline.progress import KEEPALIVE_MS
-from pipeline.validation import validate
 
 if TYPE_CHECKING:
     from agents.context import Runtime
 
 log = logging.getLogger("engagement.router")
 MAX_BATCH_BYTES = 512 * 1024  # keep forwarded messages well below the broker's limit
-
-
-def partition_for(account_id: str, partitions: int) -> int:
-    """Stable across processes and languages (crc32, unlike Python's hash())."""
-    return zlib.crc32(account_id.encode()) % partitions
 
 
 class Progress:
@@ -122,8 +118,7 @@ def register(rt: Runtime) -> None:
                         row = wire.interaction_row(result, src)
                     else:
                         row = wire.exposure_row(result, src)
-                    acc = result.account_id
-                    p = partition_for(homes.get(acc, acc), parts)
+                    p = owner(result.account_id, homes, parts)
                     chunks = batches.setdefault(p, [[]])
                     size = sizes.get(p, 0) + len(msg.value)
                     if size > MAX_BATCH_BYTES and chunks[-1]:

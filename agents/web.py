@@ -10,7 +10,7 @@ from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
-from agents.router import partition_for
+from pipeline.ingest.partitioning import owner
 from pipeline.response_views import account_view
 
 if TYPE_CHECKING:
@@ -36,8 +36,7 @@ def register(rt: Runtime, work: PartitionWork) -> None:
         )
 
     async def response_times(web: Any, request: Any, account_id: str) -> Any:
-        home = rt.settings.detection.homes().get(account_id, account_id)
-        p = partition_for(home, rt.settings.partitions)
+        p = owner(account_id, rt.settings.detection.homes(), rt.settings.partitions)
         state = rt.states.get(p)
         if state is None:
             # Another worker owns the account's partition: ask it (faust's router).

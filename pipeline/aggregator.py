@@ -19,6 +19,7 @@ from typing import Any
 
 from pipeline import rates, wire
 from pipeline.events import KINDS
+from pipeline.model import records
 from pipeline.retention import Retention
 from pipeline.state import (
     SOURCE_STALE_MS,
@@ -240,7 +241,7 @@ class Aggregator(Retention):
         }
         basis = self.cfg.rate_basis.get(account, self.cfg.default_basis)
         return {
-            "schema_version": 1,
+            "schema_version": records.SCHEMA_VERSION,
             "account_id": account,
             "channel": channel,
             "window_start": rfc3339(start),

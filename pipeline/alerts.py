@@ -1,24 +1,17 @@
 """Fixed-threshold alerts on final windows, with an event-time cooldown.
 
 The cooldown is measured in event time (window starts), so a replay alerts
-exactly as the live run did. `alert_id` is a hash of what the alert is about,
-never of when it was sent, so a re-emission after a crash carries the same id.
+exactly as the live run did; ids and records are `pipeline.model.records`'.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, MutableMapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pipeline.config.settings import ThresholdRule
-
-SCHEMA_VERSION = 1
-
-
-def alert_id(*parts: object) -> str:
-    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:32]
+from pipeline.model import records
 
 
 def observed_value(window: dict[str, Any], metric: str) -> float | None:
@@ -60,32 +53,27 @@ def evaluate(
         if last_end is not None and window_start_ms < last_end + rule.cooldown_s * 1000:
             continue
         cooldowns[key] = window_end_ms
-        sent_at = now or datetime.now(tz=UTC)
-        if sent_at.tzinfo is not None:  # an aware time in another zone: say it in UTC
-            sent_at = sent_at.astimezone(UTC)
-        sent = sent_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         alerts.append(
-            {
-                "alert_id": alert_id(
+            records.alert(
+                ident=records.alert_id(
                     "threshold", rule.name, account, channel, size_s, window_start_ms
                 ),
-                "schema_version": SCHEMA_VERSION,
-                "type": f"threshold_{rule.op}",
-                "severity": rule.severity,
-                "account_id": account,
-                "channel": channel,
-                "metric": rule.metric,
-                "window_start": window["window_start"],
-                "window_end": window["window_end"],
-                "observed": observed,
-                "expected": None,
-                "threshold": rule.value,
-                "message": (
+                type=f"threshold_{rule.op}",
+                severity=rule.severity,
+                account_id=account,
+                channel=channel,
+                metric=rule.metric,
+                window_start=window["window_start"],
+                window_end=window["window_end"],
+                observed=observed,
+                expected=None,
+                threshold=rule.value,
+                message=(
                     f"{rule.metric} was {observed:.6g} on {channel} in the "
                     f"{_fmt_size(size_s)} window from {window['window_start']}, "
                     f"{rule.op} the threshold {rule.value:.6g} (rule '{rule.name}')"
                 ),
-                "emitted_at": sent,
-            }
+                now=now,
+            )
         )
     return alerts

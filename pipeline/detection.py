@@ -19,12 +19,12 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from pipeline.alerts import SCHEMA_VERSION, alert_id
 from pipeline.detection_settings import SERIES, DetectionSettings
 from pipeline.detector import BURST, RANGE, UP, Detector, DetectorSettings, DetectorState, Step
+from pipeline.model import records
 from pipeline.windows import rfc3339
 
 _LABELS = {
@@ -280,19 +280,17 @@ def build_alert(f: Found, size_s: int, cfg: DetectorSettings) -> dict[str, Any]:
         f"{rfc3339(start)}, against about {fmt(s.expected)} expected for this hour; the "
         f"alert threshold was {fmt(s.threshold)} ({direction}). {why}"
     )
-    return {
-        "alert_id": alert_id("detector", kind, f.account, f.series, size_s, start),
-        "schema_version": SCHEMA_VERSION,
-        "type": kind,
-        "severity": s.severity,
-        "account_id": f.account,
-        "channel": None,
-        "metric": metric,
-        "window_start": rfc3339(start),
-        "window_end": rfc3339(end),
-        "observed": s.observed,
-        "expected": s.expected,
-        "threshold": s.threshold,
-        "message": message,
-        "emitted_at": datetime.now(tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-    }
+    return records.alert(
+        ident=records.alert_id("detector", kind, f.account, f.series, size_s, start),
+        type=kind,
+        severity=s.severity,
+        account_id=f.account,
+        channel=None,
+        metric=metric,
+        window_start=rfc3339(start),
+        window_end=rfc3339(end),
+        observed=s.observed,
+        expected=s.expected,
+        threshold=s.threshold,
+        message=message,
+    )

@@ -8,7 +8,7 @@ order mark before the first line is dropped): the worker validates and
 dead-letters exactly what a live producer would have sent.
 
 - Blank lines are skipped silently.
-- A line that fails validation (the same `pipeline.validation.validate` the worker
+- A line that fails validation (the same `pipeline.ingest.validation.validate` the worker
   runs) is not sent: it is reported by line number, reason and the validator's
   detail, which names fields and rules, never a payload value. Message text is
   passed through untouched and never printed.
@@ -39,8 +39,8 @@ import orjson
 from pipeline.broker import BrokerError
 from pipeline.config.settings import Settings
 from pipeline.events import KINDS, Exposure, Interaction, Invalid
+from pipeline.ingest.validation import validate
 from pipeline.model import topics
-from pipeline.validation import validate
 
 __all__ = [
     "MAX_LISTED",

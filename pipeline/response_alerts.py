@@ -4,10 +4,10 @@ re-emission after a crash or a replay carries the same id."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from pipeline.alerts import SCHEMA_VERSION, alert_id
+from pipeline.model import records
 from pipeline.responses import Decision
 from pipeline.windows import rfc3339
 
@@ -27,10 +27,9 @@ def _duration(seconds: float) -> str:
 
 
 def build(d: Decision, now: datetime | None = None) -> dict[str, Any]:
-    sent = (now or datetime.now(tz=UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     clock = "business " if d.business else ""
     if d.type == "response_time_degradation":
-        ident = alert_id(d.type, d.account, d.kind, d.priority, d.end_ms)
+        ident = records.alert_id(d.type, d.account, d.kind, d.priority, d.end_ms)
         metric = f"first_response_{'business_' if d.business else ''}seconds_p90"
         message = (
             f"p90 first response time of {d.priority} {d.kind} messages was "
@@ -40,7 +39,7 @@ def build(d: Decision, now: datetime | None = None) -> dict[str, Any]:
         )
         threshold = d.threshold_s
     else:
-        ident = alert_id(d.type, d.account, d.channel, d.event_id)
+        ident = records.alert_id(d.type, d.account, d.channel, d.event_id)
         metric = f"first_response_{'business_' if d.business else ''}seconds"
         stage = "is near" if d.type == "response_sla_warning" else "passed"
         message = (
@@ -48,22 +47,20 @@ def build(d: Decision, now: datetime | None = None) -> dict[str, Any]:
             f"{clock}without a reply and {stage} its {_duration(d.threshold_s)} SLA"
         )
         threshold = d.observed_s
-    alert: dict[str, Any] = {
-        "alert_id": ident,
-        "schema_version": SCHEMA_VERSION,
-        "type": d.type,
-        "severity": SEVERITY[d.type],
-        "account_id": d.account,
-        "channel": d.channel,
-        "metric": metric,
-        "window_start": rfc3339(d.start_ms),
-        "window_end": rfc3339(d.end_ms),
-        "observed": d.observed_s,
-        "expected": d.threshold_s,
-        "threshold": threshold,
-        "message": message,
-        "emitted_at": sent,
-    }
-    if d.event_id is not None:
-        alert["event_id"] = d.event_id
-    return alert
+    extra = {} if d.event_id is None else {"event_id": d.event_id}
+    return records.alert(
+        ident=ident,
+        type=d.type,
+        severity=SEVERITY[d.type],
+        account_id=d.account,
+        channel=d.channel,
+        metric=metric,
+        window_start=rfc3339(d.start_ms),
+        window_end=rfc3339(d.end_ms),
+        observed=d.observed_s,
+        expected=d.threshold_s,
+        threshold=threshold,
+        message=message,
+        now=now,
+        **extra,
+    )

@@ -2,7 +2,7 @@
 
 - MALFORMED: (name, expected reason, raw value) for kind_family "interaction".
 - MALFORMED_EXPOSURE: the same for kind_family "exposure".
-- VALID / VALID_EXPOSURE: (name, raw value) that `pipeline.validation.validate`
+- VALID / VALID_EXPOSURE: (name, raw value) that `pipeline.ingest.validation.validate`
   accepts.
 
 Every malformed interaction that has a string event_id has a distinct one

@@ -9,7 +9,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from pipeline.alerts import alert_id
+from pipeline.model.records import alert_id
 from tests.integration.conftest import Env, wait_for
 from tests.integration.test_windows import BASE_MS, iso
 

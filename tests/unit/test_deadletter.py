@@ -1,4 +1,4 @@
-"""pipeline.deadletter: no message text in records, bounded size, schema-valid."""
+"""pipeline.ingest.deadletter: no message text in records, bounded size, schema-valid."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
-from pipeline import deadletter
 from pipeline.events import Invalid
+from pipeline.ingest import deadletter
 
 SCHEMA = json.loads(
     (Path(__file__).resolve().parents[2] / "schemas" / "deadletter.v1.json").read_text("utf-8")

@@ -239,7 +239,7 @@ def test_exposure_snapshots_per_account_channel_at_cadence() -> None:
 
 def test_pipeline_validator_agrees(bad_payloads: list[tuple[str, bytes]]) -> None:
     from pipeline.events import Exposure, Interaction, Invalid
-    from pipeline.validation import validate
+    from pipeline.ingest.validation import validate
 
     expected = {raw: reason for reason, raw in bad_payloads}
     spec = TrafficSpec(rate_per_s=10.0, malformed_fraction=0.05)

@@ -1,4 +1,4 @@
-"""The published JSON Schemas and pipeline.validation accept exactly the same messages.
+"""The published JSON Schemas and pipeline.ingest.validation accept exactly the same messages.
 
 For every message that parses as JSON, `validate(...)` returns Invalid iff
 jsonschema (draft 2020-12, format assertion on) reports errors for the
@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, FormatChecker
 
 from pipeline.events import KINDS, PRIORITIES, Invalid
+from pipeline.ingest.validation import TS_MAX_MS, TS_MIN_MS, validate
 from pipeline.samples import MALFORMED, MALFORMED_EXPOSURE, VALID, VALID_EXPOSURE
-from pipeline.validation import TS_MAX_MS, TS_MIN_MS, validate
 from tests.unit.strategies import json_values, text
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"

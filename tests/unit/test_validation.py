@@ -1,4 +1,4 @@
-"""pipeline.validation: reasons, parsed values, detail hygiene, robustness."""
+"""pipeline.ingest.validation: reasons, parsed values, detail hygiene, robustness."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.events import KINDS, PRIORITIES, Exposure, Interaction, Invalid
+from pipeline.ingest.validation import REASONS, TS_MAX_MS, TS_MIN_MS, validate
 from pipeline.samples import (
     MALFORMED,
     MALFORMED_EXPOSURE,
@@ -19,7 +20,6 @@ from pipeline.samples import (
     VALID_EXPOSURE,
     malformed_interaction_payloads,
 )
-from pipeline.validation import REASONS, TS_MAX_MS, TS_MIN_MS, validate
 from tests.unit.strategies import json_values, text
 
 PRE_PARSE = {"empty", "oversized", "not_utf8", "not_json"}

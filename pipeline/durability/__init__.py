@@ -1,0 +1,1 @@
+"""Durability: the changelog key scheme (and, to come, the partition processor)."""

@@ -1,0 +1,1 @@
+"""Getting events in: validation, dead letters, and the partition that owns an account."""
