@@ -27,21 +27,19 @@ import orjson
 from faust.types import TP
 
 from agents.delivery import fatal_on_failure
-from pipeline import (
-    alerts,
-    detection,
-    response_alerts,
-    response_snapshot,
-    status,
-    wire,
-)
-from pipeline.aggregator import Delta, FinalWindow, PartitionState
+from pipeline.detection import series as detection
 from pipeline.durability import keys
 from pipeline.ingest import deadletter
 from pipeline.metrics.collectors import StateSource
 from pipeline.metrics.factory import register_state_gauges
 from pipeline.metrics.labels import OTHER
-from pipeline.progress import SETTLE_MS, Sources
+from pipeline.model import wire
+from pipeline.responses import alerts as response_alerts
+from pipeline.responses import snapshot as response_snapshot
+from pipeline.windows import status
+from pipeline.windows import thresholds as alerts
+from pipeline.windows.aggregator import Delta, FinalWindow, PartitionState
+from pipeline.windows.valve import SETTLE_MS, Sources
 
 if TYPE_CHECKING:
     from agents.context import Runtime

@@ -13,14 +13,14 @@ from prometheus_client import CollectorRegistry
 
 from agents import aggregate, faust_fixes, router, web
 from agents.context import Runtime
-from pipeline.aggregator import Aggregator, AggregatorConfig
 from pipeline.config.security import ssl_context
 from pipeline.config.settings import Settings
-from pipeline.detection import Detection
+from pipeline.detection.series import Detection
 from pipeline.metrics.factory import EngagementMetrics
 from pipeline.metrics.labels import AccountLabels
 from pipeline.model import topics
-from pipeline.responses import ResponseTracker
+from pipeline.responses.tracker import ResponseTracker
+from pipeline.windows.aggregator import Aggregator, AggregatorConfig
 
 log = logging.getLogger("engagement")
 

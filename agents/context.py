@@ -8,12 +8,12 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry
 
-from pipeline.aggregator import Aggregator, PartitionState
 from pipeline.config.settings import Settings
-from pipeline.detection import Detection
+from pipeline.detection.series import Detection
 from pipeline.metrics.factory import EngagementMetrics
 from pipeline.metrics.labels import AccountLabels
-from pipeline.responses import ResponseTracker
+from pipeline.responses.tracker import ResponseTracker
+from pipeline.windows.aggregator import Aggregator, PartitionState
 
 
 @dataclass

@@ -21,12 +21,12 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from agents.delivery import fatal_on_failure
-from pipeline import wire
-from pipeline.events import Interaction, Invalid
 from pipeline.ingest import deadletter
 from pipeline.ingest.partitioning import owner
 from pipeline.ingest.validation import validate
-from pipeline.progress import KEEPALIVE_MS
+from pipeline.model import wire
+from pipeline.model.events import Interaction, Invalid
+from pipeline.windows.valve import KEEPALIVE_MS
 
 if TYPE_CHECKING:
     from agents.context import Runtime

@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from pipeline.ingest.partitioning import owner
-from pipeline.response_views import account_view
+from pipeline.responses.views import account_view
 
 if TYPE_CHECKING:
     from agents.aggregate import PartitionWork

@@ -25,9 +25,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline import backtest, nab
-from pipeline.detection_settings import DetectionSettings
-from pipeline.detector import Detector, DetectorSettings, DetectorState
+from pipeline.detection import backtest, nab
+from pipeline.detection.detector import Detector, DetectorSettings, DetectorState
+from pipeline.detection.settings import DetectionSettings
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 # NAB's artificial series with and without anomalies form one fold: the files

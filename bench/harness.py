@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from pipeline import broker
+from pipeline.cli import broker
 from pipeline.model.topics import INTERACTIONS
 
 # kind -> (its input topic, its share of the events in %)

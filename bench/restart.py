@@ -39,11 +39,11 @@ from harness import (
 from kafka import KafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline import broker
+from pipeline.cli import broker
+from pipeline.cli.topics import ensure_topics
 from pipeline.model.topics import ALL as ALL_TOPICS
 from pipeline.model.topics import EVENTS, INPUTS, WINDOWS
 from pipeline.model.topics import family as input_family
-from pipeline.topics import ensure_topics
 
 LATENESS_S = 3600  # watermark = newest event - 1 h: nothing in the data's minutes closes
 PROBE = 1_000  # new events sent at each start, into the same open windows

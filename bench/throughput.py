@@ -33,10 +33,10 @@ from harness import (
 )
 from kafka import KafkaAdminClient
 
-from pipeline import broker
+from pipeline.cli import broker
+from pipeline.cli.topics import ensure_topics
 from pipeline.model.topics import ALL as ALL_TOPICS
 from pipeline.model.topics import DEADLETTER, WINDOWS
-from pipeline.topics import ensure_topics
 
 SPAN_MS = 3_600_000  # the data covers one hour of event time
 

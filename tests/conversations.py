@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline import wire
-from pipeline.events import Interaction
-from pipeline.response_settings import ResponseSettings
+from pipeline.model import wire
+from pipeline.model.events import Interaction
+from pipeline.responses.settings import ResponseSettings
 
 MIN = 60_000
 _offsets = itertools.count()

@@ -13,7 +13,7 @@ from pipeline.config.settings import (
     SECURITY_PROTOCOLS,
     Settings,
 )
-from pipeline.events import KINDS
+from pipeline.model.events import KINDS
 
 _BROKER_RE = re.compile(r"^kafka://[A-Za-z0-9_.\-]+:\d{1,5}(,[A-Za-z0-9_.\-]+:\d{1,5})*$")
 

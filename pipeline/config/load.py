@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline import detection_settings, response_settings
 from pipeline.config.checks import validate
 from pipeline.config.settings import (
     ALERT_METRICS,
@@ -22,7 +21,9 @@ from pipeline.config.settings import (
     SettingsError,
     ThresholdRule,
 )
-from pipeline.events import KINDS
+from pipeline.detection import settings as detection_settings
+from pipeline.model.events import KINDS
+from pipeline.responses import settings as response_settings
 
 
 def _flag(text: str) -> bool:

@@ -3,7 +3,7 @@
 The builders are pure: they turn `Settings` into what kafka-python and aiokafka take
 (faust's credentials are built from them in `agents.app`). The dictionaries they
 return hold the password in clear, as the clients need it: pass them on, never log
-them. The login check before start is `pipeline.login`.
+them. The login check before start is `pipeline.cli.login`.
 """
 
 from __future__ import annotations

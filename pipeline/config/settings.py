@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pipeline.detection_settings import DetectionSettings
-from pipeline.response_settings import ResponseSettings
+from pipeline.detection.settings import DetectionSettings
+from pipeline.responses.settings import ResponseSettings
 
 RATE_BASES = ("followers", "reach", "impressions")
 ALERT_METRICS = ("engagement_rate", "weighted_engagement", "volume", "unique_actors")

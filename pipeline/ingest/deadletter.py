@@ -42,7 +42,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.events import Invalid
+from pipeline.model.events import Invalid
 
 SCHEMA_VERSION = 1
 

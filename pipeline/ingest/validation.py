@@ -35,7 +35,7 @@ from typing import Any, Final
 
 import orjson
 
-from pipeline.events import KINDS, PRIORITIES, Exposure, Interaction, Invalid
+from pipeline.model.events import KINDS, PRIORITIES, Exposure, Interaction, Invalid
 
 __all__ = ["FAMILIES", "REASONS", "TS_MAX_MS", "TS_MIN_MS", "validate"]
 

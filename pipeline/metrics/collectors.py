@@ -11,7 +11,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from pipeline.metrics.labels import OTHER
-from pipeline.state import PartitionState
+from pipeline.windows.state import PartitionState
 
 # name -> (help, label names): the exposition contract of these gauges
 GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {

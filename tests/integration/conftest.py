@@ -29,8 +29,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline import broker
-from pipeline.topics import ensure_topics
+from pipeline.cli import broker
+from pipeline.cli.topics import ensure_topics
 from tests.kafka.apache_kafka import ApacheKafka, KafkaUnavailable, tools_present
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.samples import MALFORMED, MALFORMED_EXPOSURE
+from pipeline.sim.samples import MALFORMED, MALFORMED_EXPOSURE
 from tests.integration.conftest import Env, wait_for
 from tests.integration.test_windows import BASE_MS, iso
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import broker
+from pipeline.cli import broker
 from tests.integration.conftest import Env, wait_for
 
 pytestmark = pytest.mark.integration
@@ -110,7 +110,7 @@ def test_ctrl_c_while_the_broker_starts_leaves_nothing_running(
     monkeypatch.setattr(broker.subprocess, "Popen", popen)
     monkeypatch.setattr(broker, "port_open", lambda host, port: False)
     monkeypatch.setattr(broker.time, "sleep", ctrl_c)
-    from pipeline import cli
+    from pipeline.cli import main as cli
 
     assert cli.main(["broker", "--port", str(broker.free_port())]) == 0
     assert len(started) == 1 and started[0].poll() is not None

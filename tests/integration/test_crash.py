@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline import alerts
 from pipeline.config.load import load
+from pipeline.windows import thresholds as alerts
 from tests.integration.conftest import (
     Env,
     Worker,

@@ -11,9 +11,9 @@ import jsonschema
 import orjson
 import pytest
 
-from pipeline.detection_settings import DetectionSettings
-from pipeline.detector import Detector, DetectorState
-from pipeline.windows import rfc3339
+from pipeline.detection.detector import Detector, DetectorState
+from pipeline.detection.settings import DetectionSettings
+from pipeline.windows.arithmetic import rfc3339
 from tests import spikes
 from tests.integration.conftest import ROOT, Env, wait_for
 from tests.integration.test_replay import run_replay

@@ -39,9 +39,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from pipeline.events import KINDS, PRIORITIES, Exposure, Interaction, Invalid
 from pipeline.ingest.deadletter import KEY_CAP
 from pipeline.ingest.validation import TS_MAX_MS, TS_MIN_MS, validate
+from pipeline.model.events import KINDS, PRIORITIES, Exposure, Interaction, Invalid
 from tests.integration.conftest import RAW, Env, wait_for
 from tests.integration.test_windows import BASE_MS, FIELDS, published, truth
 from tests.unit.strategies import json_values

@@ -18,8 +18,8 @@ import pytest
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
-from pipeline import broker
-from pipeline.generator import TOPIC_SUFFIX
+from pipeline.cli import broker
+from pipeline.sim.generator import TOPIC_SUFFIX
 from tests.integration.conftest import RAW, Env
 
 pytestmark = pytest.mark.integration

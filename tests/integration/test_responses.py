@@ -13,7 +13,7 @@ import jsonschema
 import orjson
 import pytest
 
-from pipeline.response_settings import ResponseSettings, SlaRule
+from pipeline.responses.settings import ResponseSettings, SlaRule
 from tests import conversations as conv
 from tests.integration.conftest import ROOT, Env, Worker, wait_for
 from tests.integration.test_replay import run_replay

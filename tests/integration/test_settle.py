@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline import broker
-from pipeline.response_settings import ResponseSettings, SlaRule
-from pipeline.windows import rfc3339, window_start
+from pipeline.cli import broker
+from pipeline.responses.settings import ResponseSettings, SlaRule
+from pipeline.windows.arithmetic import rfc3339, window_start
 from tests import conversations as conv
 from tests.integration.conftest import Env, Worker, wait_for, wait_one_assignment
 from tests.integration.test_replay import run_replay

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.generator import TOPIC_SUFFIX
+from pipeline.sim.generator import TOPIC_SUFFIX
 from tests.integration.conftest import Env, wait_for
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,5 @@
-"""pipeline.aggregator: exact window contents, dedup, lateness, closing, restore, pruning."""
+"""pipeline.windows.aggregator: exact window contents, dedup, lateness, closing,
+restore, pruning."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import wire
-from pipeline.aggregator import (
+from pipeline.config.settings import Settings
+from pipeline.model import wire
+from pipeline.model.events import KINDS, Exposure, Interaction
+from pipeline.windows.aggregator import (
     Aggregator,
     AggregatorConfig,
     Applied,
@@ -24,8 +27,6 @@ from pipeline.aggregator import (
     PartitionState,
     dedup_id,
 )
-from pipeline.config.settings import Settings
-from pipeline.events import KINDS, Exposure, Interaction
 from tests.unit.test_schema_agreement import validator as schema_validator
 
 SEC, MIN = 1000, 60_000

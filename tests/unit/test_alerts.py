@@ -1,4 +1,5 @@
-"""pipeline.alerts: threshold rules on final windows, event-time cooldown, stable ids."""
+"""pipeline.windows.thresholds: threshold rules on final windows, event-time
+cooldown, stable ids."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.alerts import evaluate, observed_value
 from pipeline.config.settings import ThresholdRule
-from pipeline.events import KINDS
-from pipeline.windows import rfc3339
+from pipeline.model.events import KINDS
+from pipeline.windows.arithmetic import rfc3339
+from pipeline.windows.thresholds import evaluate, observed_value
 from tests.unit.test_schema_agreement import validator as schema_validator
 
 SEC, MIN = 1000, 60_000

@@ -1,4 +1,4 @@
-"""pipeline.backtest and `engagement backtest`: reading a series, scoring it with the
+"""pipeline.detection.backtest and `engagement backtest`: reading a series, scoring it with the
 live detector, writing and printing the results."""
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import backtest, cli
-from pipeline.backtest import BacktestError, read_series, step_seconds, write_scored
-from pipeline.detection_settings import DetectionSettings
-from pipeline.detector import UP, DetectorSettings
+from pipeline.cli import main as cli
+from pipeline.detection import backtest
+from pipeline.detection.backtest import BacktestError, read_series, step_seconds, write_scored
+from pipeline.detection.detector import UP, DetectorSettings
+from pipeline.detection.settings import DetectionSettings
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 T0 = datetime(2015, 3, 1, tzinfo=UTC)

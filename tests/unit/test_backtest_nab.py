@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import backtest, nab
-from pipeline.detection_settings import DetectionSettings
-from pipeline.detector import DetectorSettings
+from pipeline.detection import backtest, nab
+from pipeline.detection.detector import DetectorSettings
+from pipeline.detection.settings import DetectionSettings
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "nab"
 FILES = (

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import nab
-from pipeline.detection_settings import DetectionSettings
+from pipeline.detection import nab
+from pipeline.detection.settings import DetectionSettings
 from tests.unit.test_backtest_nab import score_series
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "nab-extra"

@@ -1,4 +1,4 @@
-"""pipeline.backtest_plot: a PNG of a series, its alerts and windows, and the score."""
+"""pipeline.detection.plot: a PNG of a series, its alerts and windows, and the score."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.backtest_plot import plot
+from pipeline.detection.plot import plot
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 T0 = datetime(2015, 3, 1, 12, 0, 0)

@@ -1,4 +1,4 @@
-"""pipeline.business_hours: calendar parsing, business time across DST, holidays and
+"""pipeline.responses.business_hours: calendar parsing, business time across DST, holidays and
 midnight, and add_business_seconds as the minimal inverse of business_seconds."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.business_hours import DAYS, Calendar, _day_spans, parse_calendar
+from pipeline.responses.business_hours import DAYS, Calendar, _day_spans, parse_calendar
 
 H = 3600
 DAY_MS = 86_400_000

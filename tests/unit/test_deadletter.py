@@ -12,8 +12,8 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
-from pipeline.events import Invalid
 from pipeline.ingest import deadletter
+from pipeline.model.events import Invalid
 
 SCHEMA = json.loads(
     (Path(__file__).resolve().parents[2] / "schemas" / "deadletter.v1.json").read_text("utf-8")

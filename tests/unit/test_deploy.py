@@ -20,7 +20,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from pipeline.config import load as config_load
-from pipeline.detector import DetectorSettings
+from pipeline.detection.detector import DetectorSettings
 from pipeline.metrics.collectors import GAUGES
 from pipeline.metrics.factory import EngagementMetrics
 

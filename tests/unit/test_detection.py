@@ -11,10 +11,10 @@ from typing import Any
 import jsonschema
 import orjson
 
-from pipeline.detection import AccountSeries, Detection, Found, build_alert
-from pipeline.detection_settings import DetectionSettings
-from pipeline.detector import BURST, DOWN, RANGE, UP, DetectorSettings, Step
-from pipeline.windows import rfc3339
+from pipeline.detection.detector import BURST, DOWN, RANGE, UP, DetectorSettings, Step
+from pipeline.detection.series import AccountSeries, Detection, Found, build_alert
+from pipeline.detection.settings import DetectionSettings
+from pipeline.windows.arithmetic import rfc3339
 
 STEP = 300_000
 DAY0 = 1_767_571_200_000  # 2026-01-05T00:00:00Z
@@ -107,7 +107,7 @@ def test_share_series_need_enough_events() -> None:
             sentiment={"scored": 2, "negative": 1}),
         rec("rival", DAY0, mentions=9),
     ]  # fmt: skip
-    from pipeline.detection import _collect
+    from pipeline.detection.series import _collect
 
     windows = _collect(records, 300)
     v = det.values("brand", windows["brand"][DAY0], windows, DAY0)

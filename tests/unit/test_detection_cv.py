@@ -14,7 +14,7 @@ from dataclasses import fields
 import pytest
 
 from bench import detection as protocol
-from pipeline.detector import DetectorSettings
+from pipeline.detection.detector import DetectorSettings
 
 SWITCHES = {
     "range_margin": (0.0, DetectorSettings().range_margin),

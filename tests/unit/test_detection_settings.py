@@ -9,8 +9,8 @@ import pytest
 
 from pipeline.config import load as config_load
 from pipeline.config.settings import Settings, SettingsError
-from pipeline.detection_settings import SERIES, DetectionSettings, parse
-from pipeline.detector import DOWN, UP, Detector, DetectorSettings, DetectorState
+from pipeline.detection.detector import DOWN, UP, Detector, DetectorSettings, DetectorState
+from pipeline.detection.settings import SERIES, DetectionSettings, parse
 
 
 def parsed(raw: Any) -> DetectionSettings:

@@ -1,4 +1,4 @@
-"""pipeline.detector: the online spike/drop detector, on synthetic series built here.
+"""pipeline.detection.detector: the online spike/drop detector, on synthetic series built here.
 
 Every series is deterministic (random.Random(seed)): Poisson counts around a daily
 sine rhythm, in 5-minute windows starting at a UTC midnight, so "day d, hour h"
@@ -17,8 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.detection_settings import SERIES, DetectionSettings
-from pipeline.detector import (
+from pipeline.detection.detector import (
     DAY_MS,
     DOWN,
     RANGE,
@@ -28,6 +27,7 @@ from pipeline.detector import (
     DetectorState,
     Step,
 )
+from pipeline.detection.settings import SERIES, DetectionSettings
 
 START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 assert START_MS % DAY_MS == 0

@@ -1,4 +1,4 @@
-"""pipeline.detector: the range and burst rules, day-of-week offsets, rates with
+"""pipeline.detection.detector: the range and burst rules, day-of-week offsets, rates with
 zeros, and the contract every rule keeps: the value a window must reach is known
 before the window, and the decision is monotone in it.
 
@@ -13,8 +13,7 @@ from dataclasses import replace
 
 import pytest
 
-from pipeline.detection_settings import KINDS
-from pipeline.detector import (
+from pipeline.detection.detector import (
     BURST,
     DOWN,
     PEAK,
@@ -25,6 +24,7 @@ from pipeline.detector import (
     DetectorState,
     Step,
 )
+from pipeline.detection.settings import KINDS
 from tests.unit.test_detector import (
     PER_DAY,
     START_MS,

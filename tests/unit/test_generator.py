@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.events import INBOUND_KINDS, KINDS, PRIORITIES
-from pipeline.generator import RawMessage, TrafficSpec, diurnal_multiplier, generate
+from pipeline.model.events import INBOUND_KINDS, KINDS, PRIORITIES
+from pipeline.sim.generator import RawMessage, TrafficSpec, diurnal_multiplier, generate
 
 WED = 1_704_240_000_000  # 2024-01-03T00:00:00Z, a Wednesday
 HOUR_MS = 3_600_000
@@ -43,13 +43,13 @@ BASE_RUN = (BASE, WED + 19 * HOUR_MS, 7200.0)
 @pytest.fixture
 def bad_payloads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bytes]]:
     try:
-        from pipeline.samples import malformed_interaction_payloads
+        from pipeline.sim.samples import malformed_interaction_payloads
     except ImportError:  # module not written yet: a tiny local stand-in, for this test only
         fallback = [("not_json", b"{not json"), ("not_object", b"[1, 2]"), ("empty", b"")]
         fallback += [("missing_field", b'{"kind": "like"}')]
-        module = types.ModuleType("pipeline.samples")
+        module = types.ModuleType("pipeline.sim.samples")
         module.malformed_interaction_payloads = lambda: list(fallback)  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "pipeline.samples", module)
+        monkeypatch.setitem(sys.modules, "pipeline.sim.samples", module)
         return fallback
     return list(malformed_interaction_payloads())
 
@@ -238,8 +238,8 @@ def test_exposure_snapshots_per_account_channel_at_cadence() -> None:
 
 
 def test_pipeline_validator_agrees(bad_payloads: list[tuple[str, bytes]]) -> None:
-    from pipeline.events import Exposure, Interaction, Invalid
     from pipeline.ingest.validation import validate
+    from pipeline.model.events import Exposure, Interaction, Invalid
 
     expected = {raw: reason for reason, raw in bad_payloads}
     spec = TrafficSpec(rate_per_s=10.0, malformed_fraction=0.05)

@@ -1,4 +1,4 @@
-"""pipeline.nab: NAB scoring of detections against labeled windows, checked by hand."""
+"""pipeline.detection.nab: NAB scoring of detections against labeled windows, checked by hand."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.nab import (
+from pipeline.detection.nab import (
     PROFILES,
     FileScore,
     Profile,

@@ -3,9 +3,9 @@ it never overtakes one that is behind, and quiet accounts still close."""
 
 from __future__ import annotations
 
-from pipeline.aggregator import Aggregator, PartitionState
-from pipeline.progress import TRUSTED_MS, Sources
-from pipeline.watermark import BLOCKED, Watermark, WatermarkState
+from pipeline.windows.aggregator import Aggregator, PartitionState
+from pipeline.windows.valve import TRUSTED_MS, Sources
+from pipeline.windows.watermark import BLOCKED, Watermark, WatermarkState
 from tests.unit.test_aggregator import BASE, MIN, SEC, WALL, cfg, ia
 
 STALE = 40_000

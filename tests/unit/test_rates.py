@@ -1,10 +1,11 @@
-"""pipeline.rates: weighted engagement and rates that exist only with a positive denominator."""
+"""pipeline.windows.rates: weighted engagement and rates that exist only with a
+positive denominator."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipeline.rates import headline, rate, weighted_engagement
+from pipeline.windows.rates import headline, rate, weighted_engagement
 
 W = {"like": 1.0, "comment": 2.0, "share": 3.0, "reply": 0.0}
 

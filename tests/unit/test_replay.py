@@ -1,4 +1,4 @@
-"""pipeline.replay without a broker: routing, invalid lines, pacing, progress, acks."""
+"""pipeline.cli.replay without a broker: routing, invalid lines, pacing, progress, acks."""
 
 from __future__ import annotations
 
@@ -12,12 +12,9 @@ import pytest
 from kafka.errors import KafkaTimeoutError
 from kafka.future import Future
 
-from pipeline import cli
-from pipeline.broker import BrokerError
-from pipeline.config.settings import Settings
-from pipeline.events import KINDS, Invalid
-from pipeline.model import topics
-from pipeline.replay import (
+from pipeline.cli import main as cli
+from pipeline.cli.broker import BrokerError
+from pipeline.cli.replay import (
     MAX_LISTED,
     Pacer,
     Progress,
@@ -27,6 +24,9 @@ from pipeline.replay import (
     replay,
     speed_arg,
 )
+from pipeline.config.settings import Settings
+from pipeline.model import topics
+from pipeline.model.events import KINDS, Invalid
 
 SECRET = "s3cr3t-Replay-Text"
 TS = "2026-03-01T12:00:00Z"

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.config import load as config_load
 from pipeline.config.settings import Settings, SettingsError
-from pipeline.response_settings import DEFAULT_SLA, ResponseSettings, SlaRule
+from pipeline.responses.settings import DEFAULT_SLA, ResponseSettings, SlaRule
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,11 +9,13 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import response_alerts, response_snapshot, sketch
-from pipeline.business_hours import Calendar
-from pipeline.response_settings import ResponseSettings, SlaRule
-from pipeline.response_views import account_view
-from pipeline.responses import ResponseState, ResponseTracker
+from pipeline.responses import alerts as response_alerts
+from pipeline.responses import sketch
+from pipeline.responses import snapshot as response_snapshot
+from pipeline.responses.business_hours import Calendar
+from pipeline.responses.settings import ResponseSettings, SlaRule
+from pipeline.responses.tracker import ResponseState, ResponseTracker
+from pipeline.responses.views import account_view
 from tests import conversations as conv
 from tests.unit.test_schema_agreement import validator
 

@@ -20,9 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, FormatChecker
 
-from pipeline.events import KINDS, PRIORITIES, Invalid
 from pipeline.ingest.validation import TS_MAX_MS, TS_MIN_MS, validate
-from pipeline.samples import MALFORMED, MALFORMED_EXPOSURE, VALID, VALID_EXPOSURE
+from pipeline.model.events import KINDS, PRIORITIES, Invalid
+from pipeline.sim.samples import MALFORMED, MALFORMED_EXPOSURE, VALID, VALID_EXPOSURE
 from tests.unit.strategies import json_values, text
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"

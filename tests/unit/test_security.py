@@ -1,5 +1,5 @@
 """Broker security settings: parsing, validation, masking, and the client configurations
-built from them (pipeline.config: settings, load, checks, security; pipeline.login)."""
+built from them (pipeline.config: settings, load, checks, security; pipeline.cli.login)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ import pytest
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
 from agents.app import faust_credentials
-from pipeline import broker, cli, login
+from pipeline.cli import broker, login
+from pipeline.cli import main as cli
 from pipeline.config import security
 from pipeline.config.load import load
 from pipeline.config.settings import Secret, Settings, SettingsError

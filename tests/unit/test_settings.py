@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import cli
+from pipeline.cli import main as cli
 from pipeline.config.load import load
 from pipeline.config.settings import Settings, SettingsError, ThresholdRule
-from pipeline.events import KINDS
+from pipeline.model.events import KINDS
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "config.example.toml"
 

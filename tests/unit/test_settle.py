@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from pipeline import settle
-from pipeline.aggregator import PartitionState
-from pipeline.progress import Sources
-from pipeline.status import document, partition_status
+from pipeline.cli import settle
+from pipeline.windows.aggregator import PartitionState
+from pipeline.windows.status import document, partition_status
+from pipeline.windows.valve import Sources
 from tests.unit.test_aggregator import cfg
 
 LAST = 1_511_740_800_000

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline import wire
-from pipeline.aggregator import Aggregator, PartitionState
-from pipeline.response_views import account_view
-from pipeline.responses import ResponseTracker
-from pipeline.state import Delta
+from pipeline.model import wire
+from pipeline.responses.tracker import ResponseTracker
+from pipeline.responses.views import account_view
+from pipeline.windows.aggregator import Aggregator, PartitionState
+from pipeline.windows.state import Delta
 from tests import conversations as conv
 from tests.unit.test_aggregator import cfg
 from tests.unit.test_responses import CFG, MIN, START, dm, reply

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.events import KINDS, PRIORITIES, Exposure, Interaction, Invalid
 from pipeline.ingest.validation import REASONS, TS_MAX_MS, TS_MIN_MS, validate
-from pipeline.samples import (
+from pipeline.model.events import KINDS, PRIORITIES, Exposure, Interaction, Invalid
+from pipeline.sim.samples import (
     MALFORMED,
     MALFORMED_EXPOSURE,
     VALID,

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.progress import TRUSTED_MS, InputStatus, Sources
-from pipeline.watermark import BLOCKED, Watermark, WatermarkState
+from pipeline.windows.valve import TRUSTED_MS, InputStatus, Sources
+from pipeline.windows.watermark import BLOCKED, Watermark, WatermarkState
 
 SEC = 1000
 DAY = 86_400 * SEC

@@ -1,11 +1,12 @@
-"""pipeline.watermark: lateness, monotonicity and idle advance relative to the last event."""
+"""pipeline.windows.watermark: lateness, monotonicity and idle advance relative to
+the last event."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.watermark import Watermark, WatermarkState
+from pipeline.windows.watermark import Watermark, WatermarkState
 
 SEC = 1000
 LATENESS = 10 * SEC

@@ -1,4 +1,5 @@
-"""pipeline.windows: tumbling-window range arithmetic, finality and RFC 3339 rendering."""
+"""pipeline.windows.arithmetic: tumbling-window range arithmetic, finality and
+RFC 3339 rendering."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.windows import is_final, rfc3339, window_bounds, window_start
+from pipeline.windows.arithmetic import is_final, rfc3339, window_bounds, window_start
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SEC, MIN, HOUR, DAY = 1000, 60_000, 3_600_000, 86_400_000

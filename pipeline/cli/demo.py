@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from pipeline import broker
+from pipeline.cli import broker
 from pipeline.model import topics
 
 # Thresholds chosen so the synthetic traffic trips them within the first minutes.

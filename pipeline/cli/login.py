@@ -9,7 +9,7 @@ import ssl
 from aiokafka import errors as aiokafka_errors
 from aiokafka.conn import create_conn
 
-from pipeline.broker import BrokerError
+from pipeline.cli.broker import BrokerError
 from pipeline.config.security import aiokafka_config, describe
 from pipeline.config.settings import Settings
 

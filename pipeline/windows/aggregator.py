@@ -17,11 +17,12 @@ import heapq
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline import rates, wire
-from pipeline.events import KINDS
-from pipeline.model import records
-from pipeline.retention import Retention
-from pipeline.state import (
+from pipeline.model import records, wire
+from pipeline.model.events import KINDS
+from pipeline.windows import rates
+from pipeline.windows.arithmetic import is_final, rfc3339, window_bounds, window_start
+from pipeline.windows.retention import Retention
+from pipeline.windows.state import (
     SOURCE_STALE_MS,
     AggregatorConfig,
     Applied,
@@ -32,8 +33,7 @@ from pipeline.state import (
     WindowKey,
     dedup_id,
 )
-from pipeline.watermark import Watermark
-from pipeline.windows import is_final, rfc3339, window_bounds, window_start
+from pipeline.windows.watermark import Watermark
 
 __all__ = [
     "SOURCE_STALE_MS",

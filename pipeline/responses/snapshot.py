@@ -14,8 +14,8 @@ from collections import Counter
 
 import orjson
 
-from pipeline import sketch
-from pipeline.responses import (
+from pipeline.responses import sketch
+from pipeline.responses.tracker import (
     DEGRADE,
     FIRST,
     ORPHAN,

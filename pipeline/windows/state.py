@@ -8,11 +8,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline import wire
-from pipeline.detection import AccountSeries
-from pipeline.progress import Sources
-from pipeline.responses import ResponseState
-from pipeline.watermark import WatermarkState
+from pipeline.detection.series import AccountSeries
+from pipeline.model import wire
+from pipeline.responses.tracker import ResponseState
+from pipeline.windows.valve import Sources
+from pipeline.windows.watermark import WatermarkState
 
 WindowKey = tuple[str, str, int, int]  # account_id, channel, size_ms, start_ms
 # Default for how long an input partition's last progress report counts.

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.detector import Detector, DetectorSettings, DetectorState, Step
+from pipeline.detection.detector import Detector, DetectorSettings, DetectorState, Step
 
 
 class BacktestError(ValueError):

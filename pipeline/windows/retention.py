@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pipeline import wire
-from pipeline.state import AggregatorConfig, Delta, PartitionState, dedup_id
+from pipeline.model import wire
+from pipeline.windows.state import AggregatorConfig, Delta, PartitionState, dedup_id
 
 
 class Retention:

@@ -7,9 +7,9 @@ from typing import Any
 
 from ddsketch import DDSketch
 
-from pipeline import sketch
-from pipeline.responses import ResponseState, Table, TableKey
-from pipeline.windows import rfc3339
+from pipeline.responses import sketch
+from pipeline.responses.tracker import ResponseState, Table, TableKey
+from pipeline.windows.arithmetic import rfc3339
 
 COUNTERS = ("unmatched_replies", "expired_unanswered", "evicted")
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
 
-from pipeline import broker, login
+from pipeline.cli import broker, login
 from pipeline.config import security
 from pipeline.config.load import load
 from pipeline.config.settings import Settings, SettingsError
@@ -48,8 +48,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     logging.getLogger("kafka").setLevel(logging.WARNING)
     broker.wait_reachable(s.bootstrap_servers, timeout_s=args.wait)
     login.check_login(s)
+    from pipeline.cli.topics import ensure_topics
     from pipeline.model import topics
-    from pipeline.topics import ensure_topics
 
     ensure_topics(
         s.bootstrap_servers,
@@ -67,7 +67,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     s = _settings()
     broker.wait_reachable(s.bootstrap_servers, timeout_s=args.wait)
     login.check_login(s)
-    from pipeline.produce import generate_to_kafka
+    from pipeline.cli.produce import generate_to_kafka
 
     n = generate_to_kafka(
         s,
@@ -89,7 +89,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     others sent and acknowledged; 2: nothing or not everything sent (invalid settings,
     an unreadable file, a broker error such as a send that was not acknowledged);
     3: with --settle, the workers did not make the file final in --settle-timeout."""
-    from pipeline import replay
+    from pipeline.cli import replay
 
     try:  # before waiting for the broker: a typo in the path fails at once
         with open(args.file, "rb"):
@@ -104,8 +104,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 2
     broker.wait_reachable(s.bootstrap_servers, timeout_s=args.wait)
     login.check_login(s)
+    from pipeline.cli.topics import ensure_topics
     from pipeline.model import topics
-    from pipeline.topics import ensure_topics
 
     # Missing input topics get the partition count the worker would give them (a
     # broker that auto-creates topics would use its own default instead).
@@ -128,7 +128,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"engagement: replay: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
     if args.settle and result.last_ts_ms is not None:
-        from pipeline import settle
+        from pipeline.cli import settle
 
         verdict = settle.wait(
             args.api or _api_url(s),
@@ -161,7 +161,7 @@ def _fetch_json(url: str) -> dict[str, Any]:
 def cmd_backtest(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pipeline import backtest, nab
+    from pipeline.detection import backtest, nab
 
     cfg = _settings().detection.settings_for_kind(args.kind)
     try:
@@ -196,7 +196,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
                 f"{fs.false_positives} false positives)"
             )
     if args.plot:
-        from pipeline.backtest_plot import plot
+        from pipeline.detection.plot import plot
 
         plot(
             Path(args.plot),
@@ -212,7 +212,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pipeline.demo import run_demo
+    from pipeline.cli.demo import run_demo
 
     return run_demo(port=args.port, web_port=args.web_port, rate=args.rate)
 
@@ -233,7 +233,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def replay_speed(text: str) -> float:
-    from pipeline.replay import speed_arg
+    from pipeline.cli.replay import speed_arg
 
     return speed_arg(text)
 

@@ -22,10 +22,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pipeline.detection_settings import SERIES, DetectionSettings
-from pipeline.detector import BURST, RANGE, UP, Detector, DetectorSettings, DetectorState, Step
+from pipeline.detection.detector import (
+    BURST,
+    RANGE,
+    UP,
+    Detector,
+    DetectorSettings,
+    DetectorState,
+    Step,
+)
+from pipeline.detection.settings import SERIES, DetectionSettings
 from pipeline.model import records
-from pipeline.windows import rfc3339
+from pipeline.windows.arithmetic import rfc3339
 
 _LABELS = {
     "engagement": "Weighted engagement",

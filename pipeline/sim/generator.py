@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from pipeline.model import topics
-from pipeline.windows import rfc3339
+from pipeline.windows.arithmetic import rfc3339
 
 _KINDS = ("like", "comment", "share", "mention", "dm")  # replies come from the schedule
 # kind -> its input topic's name after "social." (the names are in pipeline.model.topics)
@@ -118,7 +118,7 @@ class _Gen:
         self.n = self.seq = 0
         self.bad: list[tuple[str, bytes]] = []
         if spec.malformed_fraction > 0.0:
-            from pipeline.samples import malformed_interaction_payloads
+            from pipeline.sim.samples import malformed_interaction_payloads
 
             self.bad = list(malformed_interaction_payloads())
 

@@ -12,7 +12,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from pipeline.broker import BrokerError
+from pipeline.cli.broker import BrokerError
 
 
 def ensure_topics(

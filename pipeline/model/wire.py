@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.events import Exposure, Interaction
+from pipeline.model.events import Exposure, Interaction
 
 INTERACTION = 0
 EXPOSURE = 1

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.business_hours import Calendar, parse_calendar
-from pipeline.events import INBOUND_KINDS, KINDS, PRIORITIES
+from pipeline.model.events import INBOUND_KINDS, KINDS, PRIORITIES
+from pipeline.responses.business_hours import Calendar, parse_calendar
 
 
 @dataclass(frozen=True, slots=True)

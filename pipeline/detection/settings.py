@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from pipeline.detector import DOWN, FIELDS, UP, DetectorSettings
+from pipeline.detection.detector import DOWN, FIELDS, UP, DetectorSettings
 
 # series -> (alert type up, alert type down, metric, what it counts)
 SERIES: dict[str, tuple[str, str, str]] = {

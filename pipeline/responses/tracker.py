@@ -25,8 +25,9 @@ from typing import Any
 
 from ddsketch import DDSketch
 
-from pipeline import sketch, wire
-from pipeline.response_settings import ResponseSettings
+from pipeline.model import wire
+from pipeline.responses import sketch
+from pipeline.responses.settings import ResponseSettings
 
 # What a scheduled item does when the watermark passes its time. At equal times a
 # reply is settled before the deadline it meets is judged.

@@ -8,8 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from pipeline.model import records
-from pipeline.responses import Decision
-from pipeline.windows import rfc3339
+from pipeline.responses.tracker import Decision
+from pipeline.windows.arithmetic import rfc3339
 
 SEVERITY = {
     "response_sla_warning": "warning",

@@ -8,8 +8,8 @@ from kafka import KafkaProducer
 
 from pipeline.config.security import kafka_python_config
 from pipeline.config.settings import Settings
-from pipeline.generator import TrafficSpec, generate
 from pipeline.model import topics
+from pipeline.sim.generator import TrafficSpec, generate
 
 
 def kafka_producer(s: Settings, client_id: str) -> KafkaProducer:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from pipeline.windows import rfc3339
+from pipeline.windows.arithmetic import rfc3339
 
 Fetch = Callable[[str], dict[str, Any]]  # status URL -> parsed document; raises OSError
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.state import AggregatorConfig, PartitionState
-from pipeline.watermark import BLOCKED
-from pipeline.windows import rfc3339
+from pipeline.windows.arithmetic import rfc3339
+from pipeline.windows.state import AggregatorConfig, PartitionState
+from pipeline.windows.watermark import BLOCKED
 
 
 def _stamp(ms: int | None) -> str | None:

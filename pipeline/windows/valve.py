@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from pipeline.watermark import BLOCKED
+from pipeline.windows.watermark import BLOCKED
 
 KEEPALIVE_MS = 2_000  # a router re-sends an unchanged report this often
 TRUSTED_MS = 3 * KEEPALIVE_MS  # a report this recent may count as IDLE

@@ -36,11 +36,11 @@ from typing import Any, Final, Protocol, TextIO
 
 import orjson
 
-from pipeline.broker import BrokerError
+from pipeline.cli.broker import BrokerError
 from pipeline.config.settings import Settings
-from pipeline.events import KINDS, Exposure, Interaction, Invalid
 from pipeline.ingest.validation import validate
 from pipeline.model import topics
+from pipeline.model.events import KINDS, Exposure, Interaction, Invalid
 
 __all__ = [
     "MAX_LISTED",
@@ -274,7 +274,7 @@ def _records(
 
 
 def _kafka_producer(s: Settings) -> _Producer:
-    from pipeline.produce import kafka_producer  # kafka-python only when sending
+    from pipeline.cli.produce import kafka_producer  # kafka-python only when sending
 
     producer: _Producer = kafka_producer(s, "engagement-replay")
     return producer

@@ -1,0 +1,1 @@
+"""The command-line layer and composition root: commands, replay, produce, demo, brokers, topics."""

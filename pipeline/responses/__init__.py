@@ -1,0 +1,1 @@
+"""Response times: tracker, snapshot, views, SLA alerts, business hours, sketches, settings."""

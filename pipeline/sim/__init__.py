@@ -1,0 +1,1 @@
+"""Synthetic traffic: the generator and sample messages."""

@@ -1,0 +1,1 @@
+"""Event-time windows: arithmetic, watermark and valve, aggregator, state, rates, thresholds."""
