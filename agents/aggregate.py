@@ -29,6 +29,7 @@ from faust.types import TP
 from agents.delivery import fatal_on_failure
 from pipeline.detection import series as detection
 from pipeline.durability import keys
+from pipeline.durability.restore import restore as from_records
 from pipeline.ingest import deadletter
 from pipeline.metrics.collectors import StateSource
 from pipeline.metrics.factory import register_state_gauges
@@ -38,7 +39,7 @@ from pipeline.responses import alerts as response_alerts
 from pipeline.responses import snapshot as response_snapshot
 from pipeline.windows import status
 from pipeline.windows import thresholds as alerts
-from pipeline.windows.aggregator import Delta, FinalWindow, PartitionState
+from pipeline.windows.aggregator import FinalWindow, PartitionState
 from pipeline.windows.valve import SETTLE_MS, Sources
 
 if TYPE_CHECKING:
@@ -92,30 +93,8 @@ class PartitionWork:
 
     def restore(self, p: int) -> PartitionState:
         """Rebuild partition p from the recovered table contents."""
-        data = self.rt.state_table.data
-        prefix = keys.deltas(p)
-        deltas = [
-            Delta.from_json(orjson.loads(v)) for k, v in data.items() if k.startswith(prefix) and v
-        ]
-        raw_marker = data.get(keys.marker(p))
-        marker = orjson.loads(raw_marker) if raw_marker else {}
-        state = PartitionState()
-        self.rt.aggregator.restore(state, deltas, marker)
-        # Response state: the newest durable snapshot, then the deltas written after it
-        gen, n_parts, _ = marker.get("responses") or (0, 0, 0)
-        snap = [data[keys.snapshot(p, gen, i)] for i in range(n_parts)]
-        tracker = self.rt.responses
-        state.responses = response_snapshot.restore(tracker, snap)
-        state.responses.snap_gen, state.responses.snap_parts = gen, n_parts
-        for d in sorted(deltas, key=lambda d: d.seq):
-            if d.seq > state.responses.snap_seq:
-                tracker.apply_rows(state.responses, d.response_rows())
-        # Detector state: one record per account, as of the last published close
-        det_prefix = keys.detectors(p)
-        for k, v in data.items():
-            if k.startswith(det_prefix) and v:
-                account = keys.detector_account(p, k)
-                state.detection[account] = detection.AccountSeries.from_json(orjson.loads(v))
+        restored = from_records(self.rt.state_table.data, p, self.rt.aggregator, self.rt.responses)
+        state = restored.state
         # Until this worker has re-read the partition's backlog as it stood at the
         # restore, publish nothing new: the restored watermark may already make windows
         # final whose rows are in that backlog (their deltas were lost in the crash),
@@ -123,18 +102,8 @@ class PartitionWork:
         high = self.rt.app.consumer.highwater(TP(self.rt.events_topic.get_topic_name(), p))
         if high:
             self.catch_up[p] = high
-        parts = int(marker.get("outbox_parts") or 0)
-        if parts:
-            entries = [e for i in range(parts) for e in orjson.loads(data[keys.outbox(p, i)])]
-            self.outbox[p] = (entries, parts)
-            for kind, account, value, _ in entries:  # newer than the per-account records
-                if kind == "detector":
-                    if value:
-                        state.detection[account] = detection.AccountSeries.from_json(
-                            orjson.loads(value)
-                        )
-                    else:
-                        state.detection.pop(account, None)
+        if restored.outbox_parts:
+            self.outbox[p] = (restored.outbox, restored.outbox_parts)
         # Until every router has reported where its input partitions stand, hold.
         state.sources = Sources(
             self.rt.aggregator.cfg.source_stale_ms,
@@ -142,12 +111,12 @@ class PartitionWork:
             required=True,
             expected=self.input_partitions(),
         )
-        if deltas or marker:
+        if restored.deltas or restored.marker:
             log.info(
                 "restored partition %d: %d deltas, applied offset %d, %d outputs to republish, "
                 "response snapshot through delta %d, %d inbound messages tracked",
                 p,
-                len(deltas),
+                restored.deltas,
                 state.applied_offset,
                 len(self.outbox.get(p, ((), 0))[0]),
                 state.responses.snap_seq,

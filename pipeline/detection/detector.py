@@ -37,7 +37,7 @@ labeled series (bench/detection.py; README, Spike and drop detection).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 DAY_MS = 86_400_000
@@ -88,9 +88,6 @@ class DetectorSettings:
     burst_min_z: float = 2.0
     # Rates in logs: zero is taken as this share of the first positive value (0: 1e-12)
     log_unit: float = 0.1
-
-    def with_overrides(self, values: dict[str, Any]) -> DetectorSettings:
-        return replace(self, **values)
 
 
 FIELDS = frozenset(f.name for f in fields(DetectorSettings))

@@ -51,6 +51,3 @@ class Invalid:
 
     reason: str
     detail: str
-
-
-Valid = Interaction | Exposure
