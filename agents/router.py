@@ -35,7 +35,7 @@ log = logging.getLogger("engagement.router")
 MAX_BATCH_BYTES = 512 * 1024  # keep forwarded messages well below the broker's limit
 
 
-class Progress:
+class Forwarded:
     """What this router has forwarded from each input partition it reads."""
 
     def __init__(self) -> None:
@@ -94,7 +94,7 @@ def register(rt: Runtime) -> None:
     homes = s.detection.homes()  # competitors are placed with their brand
     families = rt.raw_topics
     invalid_metric = rt.metrics.invalid
-    progress = Progress()
+    progress = Forwarded()
 
     async def route(stream: Any) -> None:
         async for events in stream.take_events(s.batch_max, within=s.batch_within_s):

@@ -17,7 +17,7 @@ dead-letters exactly what a live producer would have sent.
 - Every send is acknowledged (acks=all) before success is reported; the first
   failed send stops the replay with a BrokerError naming the topic and the line.
 
-The pure part (`parse_line`, `Pacer`, `skipped_report`, `Progress` with an
+The pure part (`parse_line`, `Pacer`, `skipped_report`, `ProgressBar` with an
 injected clock and stream) runs without a broker; `replay` does the sending.
 """
 
@@ -45,7 +45,7 @@ from pipeline.model.events import KINDS, Exposure, Interaction, Invalid
 __all__ = [
     "MAX_LISTED",
     "Pacer",
-    "Progress",
+    "ProgressBar",
     "Record",
     "ReplayResult",
     "count_lines",
@@ -150,7 +150,7 @@ def _more_report(listed: int, total: int) -> str:
     return f"replay: and {total - listed:,} more invalid lines ({total:,} in all)"
 
 
-class Progress:
+class ProgressBar:
     """The progress bar on stderr: one line redrawn with \\r on a terminal; otherwise a
     line every `every_s` seconds or at each 10% of the file (at most one a second)."""
 
@@ -303,7 +303,7 @@ def replay(
     from kafka.errors import KafkaError
 
     total = count_lines(path)
-    progress = Progress(total, stream, quiet=quiet, clock=clock)
+    progress = ProgressBar(total, stream, quiet=quiet, clock=clock)
     try:
         prod = producer if producer is not None else _kafka_producer(s)
     except KafkaError as exc:

@@ -17,7 +17,7 @@ from pipeline.cli.broker import BrokerError
 from pipeline.cli.replay import (
     MAX_LISTED,
     Pacer,
-    Progress,
+    ProgressBar,
     Record,
     count_lines,
     parse_line,
@@ -245,7 +245,7 @@ class Clock:
 
 def test_progress_on_a_terminal_redraws_one_line() -> None:
     clock, out = Clock(), io.StringIO()
-    p = Progress(100_000, out, tty=True, clock=clock)
+    p = ProgressBar(100_000, out, tty=True, clock=clock)
     clock.t += 1.0
     p.update(12_345, 8_100, 0)
     assert out.getvalue() == "\r\x1b[Kreplay: 12,345/100,000 lines   12.3%  8,100 ev/s"
@@ -259,7 +259,7 @@ def test_progress_on_a_terminal_redraws_one_line() -> None:
 
 def test_progress_off_a_terminal_every_ten_percent_or_five_seconds() -> None:
     clock, out = Clock(), io.StringIO()
-    p = Progress(1000, out, tty=False, clock=clock)
+    p = ProgressBar(1000, out, tty=False, clock=clock)
     for n in range(1, 1001):
         clock.t += 0.02
         p.update(n, n, 0)
@@ -269,7 +269,7 @@ def test_progress_off_a_terminal_every_ten_percent_or_five_seconds() -> None:
     assert lines[-1].startswith("replay: 1,000/1,000 lines  100.0%")
     out.truncate(0)
     out.seek(0)
-    p = Progress(1000, out, tty=False, clock=clock)
+    p = ProgressBar(1000, out, tty=False, clock=clock)
     for n in range(1, 1001):  # a fast run: each 10%, but at most one line a second
         clock.t += 0.001
         p.update(n, n, 0)
@@ -279,7 +279,7 @@ def test_progress_off_a_terminal_every_ten_percent_or_five_seconds() -> None:
     assert out.getvalue().startswith("replay: 1,000/1,000 lines  100.0%")
     out.truncate(0)
     out.seek(0)
-    p = Progress(10**9, out, tty=False, clock=clock)
+    p = ProgressBar(10**9, out, tty=False, clock=clock)
     for n in range(1, 31):
         clock.t += 0.5
         p.update(n, n, 2)
@@ -289,7 +289,7 @@ def test_progress_off_a_terminal_every_ten_percent_or_five_seconds() -> None:
 
 def test_quiet_progress_shows_only_notes() -> None:
     out = io.StringIO()
-    p = Progress(10, out, quiet=True, tty=True)
+    p = ProgressBar(10, out, quiet=True, tty=True)
     p.update(10, 10, 0, force=True)
     p.note("replay: line 1: x (y)")
     assert out.getvalue() == "replay: line 1: x (y)\n"
