@@ -13,10 +13,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from faust.types import TP
 
 from agents.delivery import fatal_on_failure
@@ -26,16 +24,14 @@ from pipeline.durability.processor import (
     WINDOW,
     Barrier,
     Limits,
-    Observed,
     PartitionProcessor,
-    Publish,
     Put,
     Step,
 )
 from pipeline.durability.restore import restore as from_records
 from pipeline.metrics.collectors import StateSource
 from pipeline.metrics.factory import register_state_gauges
-from pipeline.metrics.labels import OTHER
+from pipeline.metrics.observe import StepMetrics
 from pipeline.model import wire
 from pipeline.windows import status
 from pipeline.windows.aggregator import PartitionState
@@ -62,9 +58,9 @@ class PartitionWork:
             s.thresholds,
             Limits(snapshot_interval_s=s.responses.snapshot_interval_s),
         )
+        self.observer = StepMetrics(rt.metrics, rt.labels, frozenset(s.metrics_channels))
         self.locks: dict[int, asyncio.Lock] = {}
         self.pending: dict[int, list[Any]] = {}  # deliveries not yet acknowledged
-        self.catch_up: dict[int, int] = {}  # partition -> end offset to re-read first
         self.next_offset: dict[int, int] = {}  # next offset of the internal topic to read
         self.last_status = 0.0
         self.consumer_lag: dict[tuple[str, int], int] = {}  # measured each tick
@@ -85,14 +81,9 @@ class PartitionWork:
         """Rebuild partition p from the recovered table contents."""
         restored = from_records(self.rt.state_table.data, p, self.rt.aggregator, self.rt.responses)
         state = restored.state
-        # Until this worker has re-read the partition's backlog as it stood at the
-        # restore, publish nothing new: the restored watermark may already make windows
-        # final whose rows are in that backlog (their deltas were lost in the crash),
-        # and publishing first would turn those rows into late ones.
+        # Nothing closes before the backlog as it stands now has been read again.
         high = self.rt.app.consumer.highwater(TP(self.rt.events_topic.get_topic_name(), p))
-        if high:
-            self.catch_up[p] = high
-        self.processor.restored(p, restored)
+        self.processor.restored(p, restored, backlog_end=high or 0)
         # Until every router has reported where its input partitions stand, hold.
         state.sources = Sources(
             self.rt.aggregator.cfg.source_stale_ms,
@@ -129,7 +120,6 @@ class PartitionWork:
         """Forget a partition this worker no longer owns."""
         self.rt.states.pop(p, None)
         self.processor.drop(p)
-        self.catch_up.pop(p, None)
         self.next_offset.pop(p, None)
         self.pending.pop(p, None)
 
@@ -153,15 +143,8 @@ class PartitionWork:
         rows, report = wire.decode_message(raw)
         state = self.state(p)
         self.next_offset[p] = offset + 1
-        # A restored partition publishes nothing new until it has re-read its backlog.
-        may_close = True
-        if p in self.catch_up:
-            if offset + 1 < self.catch_up[p]:
-                may_close = False
-            else:
-                del self.catch_up[p]
         step = self.processor.batch(
-            p, state, offset, rows, report, int(time.time() * 1000), time.monotonic(), may_close
+            p, state, offset, rows, report, int(time.time() * 1000), time.monotonic()
         )
         await self.perform(p, step)
 
@@ -178,58 +161,8 @@ class PartitionWork:
             else:
                 fut = await topics[effect.topic].send(key=effect.key, value=effect.value)
                 self.track(p, fatal_on_failure(fut, effect.topic))
-                self._published(effect, now)
-        self._observe(step.observed)
-
-    def _published(self, effect: Publish, now: float) -> None:
-        m = self.rt.metrics
-        if effect.topic == WINDOW:
-            m.windows_emitted.labels(f"{orjson.loads(effect.value)['size_seconds']}s").inc()
-        elif effect.topic == ALERT:
-            alert = orjson.loads(effect.value)
-            account = self.rt.labels.label(alert["account_id"])
-            m.alerts.labels(alert["type"], alert["severity"], account).inc()
-        else:
-            return
-        if effect.newest_ms:
-            m.output_latency.labels(effect.topic).observe(max(0.0, now - effect.newest_ms / 1000))
-
-    def _observe(self, seen: Observed) -> None:
-        m = self.rt.metrics
-        if seen.rows:
-            self._count(seen.rows)
-        if seen.duplicates:
-            m.duplicates.inc(seen.duplicates)
-        if seen.late_counted:
-            m.late.labels("counted").inc(seen.late_counted)
-        if seen.too_late:
-            m.late.labels("dropped").inc(seen.too_late)
-        if seen.oldest_ms is not None:
-            m.processing_latency.observe(max(0.0, time.time() - seen.oldest_ms / 1000))
-        channels = self.rt.settings.metrics_channels
-        for channel, kind, seconds in seen.first_responses:
-            m.first_response.labels(channel if channel in channels else OTHER, kind).observe(
-                seconds
-            )
-
-    def _count(self, rows: list[wire.Row]) -> None:
-        m = self.rt.metrics
-        by_kind: Counter[tuple[str, str]] = Counter()
-        by_account: Counter[str] = Counter()
-        for row in rows:
-            if row[0] == wire.INTERACTION:
-                by_kind[(row[wire.I_KIND], row[wire.I_CHANNEL])] += 1
-                by_account[row[wire.I_ACCOUNT]] += 1
-        channels = self.rt.settings.metrics_channels
-        for (kind, channel), n in by_kind.items():
-            m.events.labels(kind, channel if channel in channels else OTHER).inc(n)
-        labels = self.rt.labels
-        labels.observe(by_account)
-        per_label: Counter[str] = Counter()
-        for account, n in by_account.items():
-            per_label[labels.label(account)] += n
-        for label, n in per_label.items():
-            m.account_events.labels(label).inc(n)
+                self.observer.published(effect, now)
+        self.observer.step(step.observed, time.time())
 
     def track(self, p: int, fut: Any) -> None:
         """Remember a delivery to wait for at the next barrier."""
@@ -254,7 +187,7 @@ class PartitionWork:
         for p in sorted(rt.states):
             async with self.lock(p):
                 state = rt.states.get(p)
-                if state is None or p in self.catch_up:
+                if state is None or self.processor.catching_up(p):
                     continue
                 if inputs is not None:
                     state.sources.expected = inputs
@@ -273,7 +206,7 @@ class PartitionWork:
         """The partitions the state gauges describe: owned, and not re-reading a backlog."""
         if self.rt.app.rebalancing or self.rt.app.in_recovery:
             return {}
-        return {p: s for p, s in self.rt.states.items() if p not in self.catch_up}
+        return {p: s for p, s in self.rt.states.items() if not self.processor.catching_up(p)}
 
     def log_status(self, wall_ms: int) -> None:
         """One line per partition: where its watermark stands and what holds it."""
@@ -283,7 +216,7 @@ class PartitionWork:
                 state,
                 cfg,
                 published_ms=self.processor.published(p),
-                catching_up=p in self.catch_up,
+                catching_up=self.processor.catching_up(p),
                 lag=None,
                 wall_ms=wall_ms,
             )
@@ -317,7 +250,7 @@ class PartitionWork:
                 state,
                 rt.aggregator.cfg,
                 published_ms=self.processor.published(p),
-                catching_up=p in self.catch_up,
+                catching_up=self.processor.catching_up(p),
                 lag=lag,
                 wall_ms=wall_ms,
                 detectors_behind=self.processor.detection_behind(p),

@@ -95,6 +95,10 @@ class _Partition:
     published_ms: int | None = None  # the watermark whose outputs are all published
     outbox: list[list[Any]] = field(default_factory=list)  # restored, to publish again
     outbox_parts: int = 0
+    # Restored: the end offset of the backlog to re-read before anything closes. The
+    # restored watermark may already make windows final whose rows are in that
+    # backlog (their deltas were lost in the crash); closing first would make them late.
+    catch_up: int | None = None
 
 
 class PartitionProcessor:
@@ -119,10 +123,13 @@ class PartitionProcessor:
         return self.parts[p]
 
     # -- what the agent asks --------------------------------------------------------
-    def restored(self, p: int, restored: Restored) -> None:
-        """A partition rebuilt from its records: its unpublished outbox goes out first."""
+    def restored(self, p: int, restored: Restored, backlog_end: int = 0) -> None:
+        """A partition rebuilt from its records: its unpublished outbox goes out first,
+        and nothing closes before the input up to `backlog_end` (the internal topic's
+        end offset at the restore) has been read."""
         part = self.parts[p] = _Partition()
         part.outbox, part.outbox_parts = restored.outbox, restored.outbox_parts
+        part.catch_up = backlog_end or None
 
     def drop(self, p: int) -> None:
         self.parts.pop(p, None)
@@ -132,6 +139,9 @@ class PartitionProcessor:
 
     def detection_behind(self, p: int) -> bool:
         return p in self.parts and self.parts[p].detection_behind
+
+    def catching_up(self, p: int) -> bool:
+        return p in self.parts and self.parts[p].catch_up is not None
 
     # -- inputs ---------------------------------------------------------------------
     def batch(
@@ -143,10 +153,9 @@ class PartitionProcessor:
         report: Mapping[str, list[int | None]] | None,
         wall_ms: int,
         mono_s: float,
-        may_close: bool = True,
     ) -> Step:
-        """One message of the internal topic: rows and/or a router's progress report.
-        `may_close` is False while a restored partition re-reads its backlog."""
+        """One message of the internal topic (at `offset`): rows and/or a router's
+        progress report."""
         step, part = Step(), self._p(p)
         if part.outbox_parts:
             self._republish(p, state, part, step.effects)
@@ -154,13 +163,20 @@ class PartitionProcessor:
             self._apply_rows(p, state, rows, offset, wall_ms, step)
         if report:
             self.aggregator.apply_progress(state, report, wall_ms)
-        if may_close and wall_ms - part.last_close_ms >= self.limits.close_every_ms:
+        if part.catch_up is not None:
+            if offset + 1 < part.catch_up:
+                return step
+            part.catch_up = None
+        if wall_ms - part.last_close_ms >= self.limits.close_every_ms:
             self._close(p, state, wall_ms, mono_s, False, step)
         return step
 
     def tick(self, p: int, state: PartitionState, wall_ms: int, mono_s: float) -> Step:
-        """Once a second: idle advance, and pruning even when nothing closes."""
+        """Once a second: idle advance, and pruning even when nothing closes (nothing
+        while a restored partition re-reads its backlog)."""
         step, part = Step(), self._p(p)
+        if part.catch_up is not None:
+            return step
         if part.outbox_parts:
             self._republish(p, state, part, step.effects)
         self._close(p, state, wall_ms, mono_s, True, step)

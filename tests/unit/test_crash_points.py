@@ -147,12 +147,13 @@ def fresh() -> World:
     return World(PartitionProcessor(agg, tracker, det, RULES), PartitionState())
 
 
-def step(world: World, i: int, item: Input, may_close: bool = True) -> Step:
+def step(world: World, i: int, item: Input) -> Step:
+    """Input i: a batch at offset i of the internal topic, or a tick."""
     kind, rows = item
     wall, mono = WALL + i * 1000, float(i)
-    if kind == "tick":  # the agent does not tick a partition that re-reads its backlog
-        return world.processor.tick(P, world.state, wall, mono) if may_close else Step()
-    return world.processor.batch(P, world.state, i, rows, None, wall, mono, may_close)
+    if kind == "tick":
+        return world.processor.tick(P, world.state, wall, mono)
+    return world.processor.batch(P, world.state, i, rows, None, wall, mono)
 
 
 @dataclass
@@ -237,12 +238,13 @@ def crashed(
     restored = restore(world.changelog, P, agg, tracker)
     again = World(PartitionProcessor(agg, tracker, det, RULES), restored.state)
     again.changelog, again.published = world.changelog, world.published
-    again.processor.restored(P, restored)
     # Inputs before `first` were committed (acknowledged in full). What the topic held
     # at the crash, a restored partition re-reads before it closes anything.
     end = crash_input if backlog is None else max(backlog, crash_input)
+    high = 1 + max((i for i in range(end + 1) if inputs[i][0] == "batch"), default=-1)
+    again.processor.restored(P, restored, backlog_end=high)  # the topic's end offset
     for i in range(0 if rng.random() < 0.25 else first, len(inputs)):
-        s = step(again, i, inputs[i], may_close=i >= end)
+        s = step(again, i, inputs[i])
         for e in s.effects:
             again.perform(e)
     for i in range(len(inputs), len(inputs) + 3):  # time goes on: a close publishes at
