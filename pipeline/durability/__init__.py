@@ -1,1 +1,1 @@
-"""Durability: the changelog key scheme (and, to come, the partition processor)."""
+"""Durability: the changelog key scheme, restore from its records, and the partition processor."""

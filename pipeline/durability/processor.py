@@ -23,8 +23,9 @@ from pipeline.model import wire
 from pipeline.responses import alerts as response_alerts
 from pipeline.responses import snapshot as response_snapshot
 from pipeline.responses.tracker import ResponseTracker
-from pipeline.windows import thresholds
+from pipeline.windows import status, thresholds
 from pipeline.windows.aggregator import Aggregator, FinalWindow, PartitionState
+from pipeline.windows.valve import SETTLE_MS, Sources
 
 WINDOW, ALERT, DEADLETTER = "window", "alert", "deadletter"  # the topics effects go to
 
@@ -99,6 +100,7 @@ class _Partition:
     # restored watermark may already make windows final whose rows are in that
     # backlog (their deltas were lost in the crash); closing first would make them late.
     catch_up: int | None = None
+    next_offset: int | None = None  # of the internal topic: the next message to read
 
 
 class PartitionProcessor:
@@ -123,13 +125,31 @@ class PartitionProcessor:
         return self.parts[p]
 
     # -- what the agent asks --------------------------------------------------------
-    def restored(self, p: int, restored: Restored, backlog_end: int = 0) -> None:
+    def restored(
+        self,
+        p: int,
+        restored: Restored,
+        backlog_end: int = 0,
+        *,
+        wall_ms: int | None = None,
+        inputs: frozenset[str] | None = None,
+    ) -> None:
         """A partition rebuilt from its records: its unpublished outbox goes out first,
         and nothing closes before the input up to `backlog_end` (the internal topic's
-        end offset at the restore) has been read."""
+        end offset at the restore) has been read. In a worker (`wall_ms` given), whose
+        routers report every input partition, the watermark also holds until each of
+        `inputs` has been heard from, and for SETTLE_MS: the state knows nothing of
+        other routers' inputs after a restart."""
         part = self.parts[p] = _Partition()
         part.outbox, part.outbox_parts = restored.outbox, restored.outbox_parts
         part.catch_up = backlog_end or None
+        if wall_ms is not None:
+            restored.state.sources = Sources(
+                self.aggregator.cfg.source_stale_ms,
+                settle_until_ms=wall_ms + SETTLE_MS,
+                required=True,
+                expected=inputs,
+            )
 
     def drop(self, p: int) -> None:
         self.parts.pop(p, None)
@@ -142,6 +162,26 @@ class PartitionProcessor:
 
     def catching_up(self, p: int) -> bool:
         return p in self.parts and self.parts[p].catch_up is not None
+
+    def status(
+        self, p: int, state: PartitionState, wall_ms: int, backlog_end: int | None = None
+    ) -> dict[str, Any]:
+        """Partition p in the status document; its lag is known when the internal
+        topic's end offset (`backlog_end`) is."""
+        part = self.parts.get(p)
+        nxt = part.next_offset if part else None
+        lag = None
+        if backlog_end is not None and backlog_end >= 0 and nxt is not None:
+            lag = max(0, backlog_end - nxt)
+        return status.partition_status(
+            state,
+            self.aggregator.cfg,
+            published_ms=self.published(p),
+            catching_up=self.catching_up(p),
+            lag=lag,
+            wall_ms=wall_ms,
+            detectors_behind=self.detection_behind(p),
+        )
 
     # -- inputs ---------------------------------------------------------------------
     def batch(
@@ -157,6 +197,7 @@ class PartitionProcessor:
         """One message of the internal topic (at `offset`): rows and/or a router's
         progress report."""
         step, part = Step(), self._p(p)
+        part.next_offset = offset + 1
         if part.outbox_parts:
             self._republish(p, state, part, step.effects)
         if rows:

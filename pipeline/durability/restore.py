@@ -29,6 +29,15 @@ class Restored:
     deltas: int = 0  # delta records read
     marker: bool = False  # whether a marker was found
 
+    def summary(self) -> str:
+        """What was recovered, for the log (None of it personal data)."""
+        s = self.state
+        return (
+            f"{self.deltas} deltas, applied offset {s.applied_offset}, {len(self.outbox)} "
+            f"outputs to republish, response snapshot through delta {s.responses.snap_seq}, "
+            f"{s.responses.tracked} inbound messages tracked"
+        )
+
 
 def restore(
     data: Mapping[bytes, bytes],

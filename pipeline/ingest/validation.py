@@ -2,7 +2,7 @@
 
 `validate` turns one message value (bytes) into an `Interaction`, an `Exposure`
 or an `Invalid`. It accepts exactly what `schemas/interaction.v1.json` and
-`schemas/exposure.v1.json` accept (checked by tests/unit/test_schema_agreement.py)
+`schemas/exposure.v1.json` accept (checked by tests/unit/ingest/test_schema_agreement.py)
 and never raises on bad input.
 
 Reasons, checked in this order (the first that applies wins):

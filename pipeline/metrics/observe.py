@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 
 import orjson
@@ -21,6 +22,13 @@ class StepMetrics:
 
     def _channel(self, channel: str) -> str:
         return channel if channel in self.channels else OTHER
+
+    def refresh_labels(self) -> None:
+        """Re-rank the accounts named in labels; a series of one that left the top is
+        removed (label cardinality stays bounded)."""
+        for account in self.labels.refresh():
+            with contextlib.suppress(KeyError):
+                self.m.account_events.remove(account)
 
     def published(self, effect: Publish, now: float) -> None:
         """A window or alert sent (dead letters are counted where they are decided)."""

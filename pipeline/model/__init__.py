@@ -1,1 +1,1 @@
-"""The contract with the outside: topic names (the record formats are to follow)."""
+"""The contract with the outside: events, wire rows, topic names, window and alert records."""

@@ -73,3 +73,13 @@ def document(
         "idle_after_s": cfg.idle_after_ms / 1000,
         "window_sizes_s": [s // 1000 for s in cfg.sizes_ms],
     }
+
+
+def summary(view: dict[str, Any]) -> str:
+    """One partition's `partition_status` as a log line's tail."""
+    idle = sum(1 for i in view["inputs"].values() if i["status"] == "IDLE")
+    return (
+        f"watermark {view['watermark']}, published through {view['published_through']}, "
+        f"{view['open_windows']} open windows, {idle} of {len(view['inputs'])} input "
+        f"partitions IDLE, held by {view['held_by']}"
+    )

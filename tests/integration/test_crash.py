@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from pipeline.config.load import load
-from pipeline.windows import thresholds as alerts
+from pipeline.windows import thresholds
 from tests.integration.conftest import (
     Env,
     Worker,
@@ -161,7 +161,7 @@ def expected_alerts(
             "window_start": start,
             "window_end": "",
         }
-        for a in alerts.evaluate(window, start_ms, start_ms + size * 1000, rules, cooldowns):
+        for a in thresholds.evaluate(window, start_ms, start_ms + size * 1000, rules, cooldowns):
             out[a["alert_id"]] = (a["type"], account, channel, start)
     return out
 

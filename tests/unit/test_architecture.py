@@ -157,3 +157,13 @@ def test_the_wheel_holds_every_package() -> None:
         if path.name == "__init__.py":
             name = module_name(path)
             assert any(fnmatch.fnmatchcase(name, pattern) for pattern in include), name
+
+
+def test_unit_tests_mirror_the_packages() -> None:
+    """tests/unit/<package>/ for each package of pipeline/ (and agents/), and no other."""
+    packages = {p.parent.name for p in (ROOT / "pipeline").glob("*/__init__.py")} | {"agents"}
+    folders = {p.parent.name for p in (ROOT / "tests" / "unit").glob("*/__init__.py")}
+    assert folders == packages
+    for folder in folders:  # each holds tests, and says what of
+        tests = list((ROOT / "tests" / "unit" / folder).glob("test_*.py"))
+        assert tests, folder

@@ -23,7 +23,7 @@ from pipeline.cli import main as cli
 from pipeline.config import security
 from pipeline.config.load import load
 from pipeline.config.settings import Secret, Settings, SettingsError
-from tests.unit.test_settings import problems_of, write
+from tests.unit.config.test_settings import problems_of, write
 
 PASSWORD = "Pw-4d1e-never-shown"
 KEY_PASSWORD = "KeyPw-90ab-never-shown"

@@ -17,7 +17,7 @@ from pipeline.responses.settings import ResponseSettings, SlaRule
 from pipeline.responses.tracker import ResponseState, ResponseTracker
 from pipeline.responses.views import account_view
 from tests import conversations as conv
-from tests.unit.test_schema_agreement import validator
+from tests.unit.fixtures import schema_validator
 
 START = 1_795_000_000_000  # a Monday? no matter: calendars below say which day it is
 MIN = 60_000
@@ -171,7 +171,7 @@ def test_sla_warning_then_breach_for_an_unanswered_dm_once_each() -> None:
     assert [d.type for d in breach] == ["response_sla_breach"]
     assert tracker.advance(st, START + 5 * HOUR).decisions == []
     alert = response_alerts.build(breach[0])
-    validator("alert.v1.json").validate(alert)
+    schema_validator("alert.v1.json").validate(alert)
     assert alert["event_id"] == "m1" and alert["severity"] == "critical"
     assert alert["window_start"].startswith("2026-") and alert["observed"] == 1800.0
     view = account_view("acme", st, START + 5 * HOUR)
@@ -255,7 +255,7 @@ def test_degradation_alerts_once_when_rolling_p90_passes_the_sla_and_again_after
     assert len(degraded) == 2, [(d.start_ms - START, d.end_ms - START) for d in degraded]
     assert all(d.observed_s > 1800 and d.threshold_s == 1800 for d in degraded)
     alert = response_alerts.build(degraded[0])
-    validator("alert.v1.json").validate(alert)
+    schema_validator("alert.v1.json").validate(alert)
     assert alert["channel"] is None and "event_id" not in alert
 
 

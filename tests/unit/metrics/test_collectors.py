@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipeline.metrics.collectors import GAUGES, StateSource
 from pipeline.metrics.factory import EngagementMetrics, register_state_gauges
 from pipeline.windows.state import PartitionState
-from tests.unit.test_aggregator import BASE, SEC, Run, ia
+from tests.unit.fixtures import BASE, SEC, Run, ia
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -25,7 +25,7 @@ from pipeline.detection.detector import (
     Step,
 )
 from pipeline.detection.settings import KINDS
-from tests.unit.test_detector import (
+from tests.unit.detection.test_detector import (
     PER_DAY,
     START_MS,
     STEP_S,

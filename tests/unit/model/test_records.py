@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pipeline.model import records
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_emitted_at_is_utc_with_microseconds() -> None:

@@ -14,7 +14,7 @@ from pipeline.detection import backtest, nab
 from pipeline.detection.detector import DetectorSettings
 from pipeline.detection.settings import DetectionSettings
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "nab"
+DATA = Path(__file__).resolve().parents[2] / "data" / "nab"
 FILES = (
     "Twitter_volume_AAPL.csv",
     "Twitter_volume_AMZN.csv",

@@ -16,7 +16,7 @@ from pipeline.ingest import deadletter
 from pipeline.model.events import Invalid
 
 SCHEMA = json.loads(
-    (Path(__file__).resolve().parents[2] / "schemas" / "deadletter.v1.json").read_text("utf-8")
+    (Path(__file__).resolve().parents[3] / "schemas" / "deadletter.v1.json").read_text("utf-8")
 )
 VALIDATOR = Draft202012Validator(SCHEMA, format_checker=FormatChecker())
 SENTINEL = "PRIVATE-dm-text-7f3a9c"

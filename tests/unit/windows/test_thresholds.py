@@ -15,7 +15,7 @@ from pipeline.config.settings import ThresholdRule
 from pipeline.model.events import KINDS
 from pipeline.windows.arithmetic import rfc3339
 from pipeline.windows.thresholds import evaluate, observed_value
-from tests.unit.test_schema_agreement import validator as schema_validator
+from tests.unit.fixtures import schema_validator
 
 SEC, MIN = 1000, 60_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -10,7 +10,7 @@ from pipeline.config import load as config_load
 from pipeline.config.settings import Settings, SettingsError
 from pipeline.responses.settings import DEFAULT_SLA, ResponseSettings, SlaRule
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def load(tmp_path: Path, text: str) -> Settings:

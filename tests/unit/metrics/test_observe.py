@@ -9,7 +9,7 @@ from pipeline.durability.processor import ALERT, DEADLETTER, WINDOW, Observed, P
 from pipeline.metrics.factory import EngagementMetrics
 from pipeline.metrics.labels import AccountLabels
 from pipeline.metrics.observe import StepMetrics
-from tests.unit.test_aggregator import BASE, ia
+from tests.unit.fixtures import BASE, ia
 
 
 def test_a_step_is_counted_by_kind_bounded_channel_and_account_label() -> None:
@@ -39,3 +39,20 @@ def test_a_step_is_counted_by_kind_bounded_channel_and_account_label() -> None:
     assert value("engagement_alerts_total", labels) == 1
     assert value("engagement_event_to_output_latency_seconds_count", {"output": "window"}) == 1
     assert value("engagement_event_to_output_latency_seconds_count", {"output": "alert"}) is None
+
+
+def test_an_account_that_leaves_the_top_loses_its_series_at_the_refresh() -> None:
+    registry = CollectorRegistry()
+    observer = StepMetrics(EngagementMetrics.create(registry), AccountLabels((), 1), frozenset())
+    value = registry.get_sample_value
+    observer.step(Observed(rows=[ia("a", BASE, account="globex")]), now=BASE / 1000)
+    observer.refresh_labels()  # globex is the top account from now on
+    observer.step(Observed(rows=[ia("b", BASE, account="globex")]), now=BASE / 1000)
+    assert value("engagement_account_events_total", {"account": "globex"}) == 1
+    busier = [ia(f"c{i}", BASE, account="initech") for i in range(3)]
+    observer.step(Observed(rows=busier), now=BASE / 1000)
+    observer.refresh_labels()
+    assert value("engagement_account_events_total", {"account": "globex"}) is None
+    observer.step(Observed(rows=[ia("d", BASE, account="initech")]), now=BASE / 1000)
+    assert value("engagement_account_events_total", {"account": "initech"}) == 1
+    assert value("engagement_account_events_total", {"account": "other"}) == 4

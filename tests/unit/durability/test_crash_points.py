@@ -35,7 +35,7 @@ from pipeline.model.events import Interaction
 from pipeline.responses.settings import ResponseSettings
 from pipeline.responses.tracker import ResponseTracker
 from pipeline.windows.aggregator import Aggregator, Delta, PartitionState
-from tests.unit.test_aggregator import BASE, MIN, WALL, cfg, ex
+from tests.unit.fixtures import BASE, MIN, WALL, cfg, ex
 
 P = 2
 HOUR, DAY = 60 * MIN, 24 * 60 * MIN

@@ -16,7 +16,7 @@ from pipeline.model import wire
 from pipeline.responses.settings import ResponseSettings
 from pipeline.responses.tracker import ResponseTracker
 from pipeline.windows.aggregator import Aggregator, PartitionState
-from tests.unit.test_aggregator import BASE, SEC, WALL, cfg, ia
+from tests.unit.fixtures import BASE, SEC, WALL, cfg, ia
 
 P = 3
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pipeline.windows.aggregator import Aggregator, PartitionState
 from pipeline.windows.valve import TRUSTED_MS, Sources
 from pipeline.windows.watermark import BLOCKED, Watermark, WatermarkState
-from tests.unit.test_aggregator import BASE, MIN, SEC, WALL, cfg, ia
+from tests.unit.fixtures import BASE, MIN, SEC, WALL, cfg, ia
 
 STALE = 40_000
 LATE = 10 * SEC

@@ -10,39 +10,25 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import Draft202012Validator
 
 from pipeline.ingest.validation import TS_MAX_MS, TS_MIN_MS, validate
 from pipeline.model.events import KINDS, PRIORITIES, Invalid
 from pipeline.sim.samples import MALFORMED, MALFORMED_EXPOSURE, VALID, VALID_EXPOSURE
+from tests.unit.fixtures import FORMATS, SCHEMA_DIR, load, schema_validator
 from tests.unit.strategies import json_values, text
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 SCHEMA_FILES = sorted(p.name for p in SCHEMA_DIR.glob("*.json"))
 PRE_PARSE = {"empty", "oversized", "not_utf8", "not_json"}
-FORMATS = FormatChecker()
-
-
-def load(name: str) -> dict[str, Any]:
-    schema: dict[str, Any] = json.loads((SCHEMA_DIR / name).read_text(encoding="utf-8"))
-    return schema
-
-
-def validator(name: str) -> Draft202012Validator:
-    return Draft202012Validator(load(name), format_checker=FORMATS)
-
-
 VALIDATORS = {
-    "interaction": validator("interaction.v1.json"),
-    "exposure": validator("exposure.v1.json"),
+    "interaction": schema_validator("interaction.v1.json"),
+    "exposure": schema_validator("exposure.v1.json"),
 }
 
 
@@ -78,7 +64,7 @@ def test_schema_is_valid(name: str) -> None:
     for field, sub in schema["properties"].items():
         assert sub.get("description"), f"{name}: {field} has no description"
     for example in schema.get("examples", []):
-        assert not list(validator(name).iter_errors(example))
+        assert not list(schema_validator(name).iter_errors(example))
 
 
 def test_format_assertion_is_active() -> None:
@@ -472,7 +458,7 @@ OUTPUT_CASES: list[tuple[str, str, dict[str, Any], bool]] = [
     ("name", "schema", "record", "ok"), OUTPUT_CASES, ids=[c[0] for c in OUTPUT_CASES]
 )
 def test_output_records(name: str, schema: str, record: dict[str, Any], ok: bool) -> None:
-    errors = [e.message for e in validator(schema).iter_errors(record)]
+    errors = [e.message for e in schema_validator(schema).iter_errors(record)]
     assert (not errors) == ok, (name, errors)
 
 
@@ -484,5 +470,5 @@ def test_deadletter_keeps_bytes() -> None:
         "value_sha256": hashlib.sha256(raw).hexdigest(),
         "value_size": len(raw),
     }
-    assert not list(validator("deadletter.v1.json").iter_errors(record))
+    assert not list(schema_validator("deadletter.v1.json").iter_errors(record))
     assert base64.b64decode(record["value_b64"]) == raw

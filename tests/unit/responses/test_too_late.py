@@ -11,8 +11,8 @@ from pipeline.responses.views import account_view
 from pipeline.windows.aggregator import Aggregator, PartitionState
 from pipeline.windows.state import Delta
 from tests import conversations as conv
-from tests.unit.test_aggregator import cfg
-from tests.unit.test_responses import CFG, MIN, START, dm, reply
+from tests.unit.fixtures import cfg
+from tests.unit.responses.test_tracker import CFG, MIN, START, dm, reply
 
 SEC = 1000
 WALL = 1_900_000_000_000

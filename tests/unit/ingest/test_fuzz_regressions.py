@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.unit.ingest.test_deadletter import SENTINEL, embedded, make
 from tests.unit.strategies import json_values
-from tests.unit.test_deadletter import SENTINEL, embedded, make
 
 FORMS = tuple(SENTINEL.encode(e) for e in ("utf-8", "utf-16-le", "utf-16-be"))
 

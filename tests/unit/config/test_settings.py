@@ -13,7 +13,7 @@ from pipeline.config.load import load
 from pipeline.config.settings import Settings, SettingsError, ThresholdRule
 from pipeline.model.events import KINDS
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "config.example.toml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "deploy" / "config.example.toml"
 
 
 def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:

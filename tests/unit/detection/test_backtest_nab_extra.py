@@ -12,9 +12,9 @@ import pytest
 
 from pipeline.detection import nab
 from pipeline.detection.settings import DetectionSettings
-from tests.unit.test_backtest_nab import score_series
+from tests.unit.detection.test_backtest_nab import score_series
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "nab-extra"
+DATA = Path(__file__).resolve().parents[2] / "data" / "nab-extra"
 FILES, WINDOWS = 48, 83
 
 # The current values rounded down to one decimal (`make bench-detection` prints them

@@ -12,7 +12,7 @@ from pipeline.cli import settle
 from pipeline.windows.aggregator import PartitionState
 from pipeline.windows.status import document, partition_status
 from pipeline.windows.valve import Sources
-from tests.unit.test_aggregator import cfg
+from tests.unit.fixtures import cfg
 
 LAST = 1_511_740_800_000
 A, B = "http://127.0.0.1:6066", "http://127.0.0.1:6067"

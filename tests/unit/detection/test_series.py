@@ -19,7 +19,7 @@ from pipeline.windows.arithmetic import rfc3339
 STEP = 300_000
 DAY0 = 1_767_571_200_000  # 2026-01-05T00:00:00Z
 ALERT_SCHEMA = json.loads(
-    (Path(__file__).resolve().parents[2] / "schemas" / "alert.v1.json").read_text()
+    (Path(__file__).resolve().parents[3] / "schemas" / "alert.v1.json").read_text()
 )
 
 

@@ -1,0 +1,1 @@
+"""Unit tests of pipeline.cli: replay and settle without a broker."""

@@ -1,0 +1,1 @@
+"""Unit tests of pipeline.config: settings, loading, checks, security."""

@@ -1,0 +1,1 @@
+"""Unit tests of pipeline.detection: the detector, its series, settings, backtests, NAB."""

@@ -1,0 +1,1 @@
+"""Unit tests of pipeline.durability: key scheme, restore, processor, crash points."""

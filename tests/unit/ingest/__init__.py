@@ -1,0 +1,1 @@
+"""Unit tests of pipeline.ingest: validation, dead letters, the schema contract."""

@@ -1,0 +1,1 @@
+"""Unit tests of pipeline.metrics: labels, state collectors, step metrics."""

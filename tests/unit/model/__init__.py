@@ -1,0 +1,1 @@
+"""Unit tests of pipeline.model: records and the wire format."""

@@ -1,0 +1,1 @@
+"""Unit tests of pipeline.responses: pairing, SLAs, business hours, settings."""

@@ -1,0 +1,1 @@
+"""Unit tests of pipeline.sim: the synthetic traffic generator."""

@@ -1,0 +1,1 @@
+"""Unit tests of pipeline.windows: arithmetic, watermarks, aggregator, rates, thresholds."""
