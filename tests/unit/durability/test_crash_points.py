@@ -111,7 +111,8 @@ def scenario(seed: int) -> list[Input]:
         inputs.append(("batch", rows))
         if rng.random() < 0.5:
             inputs.append(("tick", None))
-    inputs.append(("batch", [row("flush", start + 5 * DAY, "like", "zz")]))
+    # Past every SLA (4 h after the last message): nothing is left to come due.
+    inputs.append(("batch", [row("flush", start + 2 * DAY, "like", "zz")]))
     inputs += [("tick", None)] * 2
     return inputs
 
