@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
+# Test processes run side by side (pytest-xdist), a test file to each at a time;
+# each process starts its own broker. JOBS=0 runs everything in this process.
+JOBS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(JOBS) --dist loadfile
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-unit test-integration test-apache-kafka lint bench bench-restart bench-detection clean
@@ -23,7 +27,7 @@ demo: $(STAMP) ## broker + worker + synthetic traffic, alerts shown live (Ctrl-C
 
 test: $(STAMP) ## the whole suite: lint, unit tests, integration tests on the embedded broker and on Apache Kafka
 	$(MAKE) --no-print-directory lint
-	$(BIN)/python -m pytest
+	$(PYTEST)
 	@if [ -n "$$ENGAGEMENT_TEST_BROKER" ]; then \
 		echo "make test: integration tests ran against ENGAGEMENT_TEST_BROKER=$$ENGAGEMENT_TEST_BROKER only"; \
 	elif command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then \
@@ -33,13 +37,13 @@ test: $(STAMP) ## the whole suite: lint, unit tests, integration tests on the em
 	fi
 
 test-unit: $(STAMP) ## unit tests only (no broker)
-	$(BIN)/python -m pytest tests/unit
+	$(PYTEST) tests/unit
 
 test-integration: $(STAMP) ## integration tests only (embedded broker, or ENGAGEMENT_TEST_BROKER)
-	$(BIN)/python -m pytest tests/integration
+	$(PYTEST) tests/integration
 
 test-apache-kafka: $(STAMP) ## integration tests on Apache Kafka 4.x (jars fetched once by mvn)
-	ENGAGEMENT_TEST_BROKER=apache-kafka $(BIN)/python -m pytest tests/integration
+	ENGAGEMENT_TEST_BROKER=apache-kafka $(PYTEST) tests/integration
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check pipeline agents tests bench

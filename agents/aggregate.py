@@ -123,6 +123,8 @@ class PartitionWork:
         wall_ms, inputs = int(time.time() * 1000), status.input_partitions(rt)  # may grow
         for p in sorted(rt.states):
             async with self.lock(p):
+                if rt.app.rebalancing:  # began during this tick: the states are dropped
+                    return
                 state = rt.states.get(p)
                 if state is None or self.processor.catching_up(p):
                     continue
@@ -155,8 +157,13 @@ def register(rt: Runtime) -> PartitionWork:
         events = rt.events_topic.get_topic_name()
         for tp in revoked:
             if tp.topic == events:
-                async with work.lock(tp.partition):
+                async with work.lock(tp.partition):  # a tick's step in progress ends first
                     work.drop(tp.partition)
+        # faust flushed the producer before this signal; a tick's step may have written
+        # since. The changelog's recovery, next, reads the log up to its end as it is
+        # then and overwrites the table with it: a record still in flight would leave a
+        # key at an older value (a marker) beside newer keys, a state no crash makes.
+        await rt.app.producer.flush()
 
     async def tick() -> None:
         # A timer whose body raises stops for good, silently: idle advance and the

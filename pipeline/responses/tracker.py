@@ -31,7 +31,7 @@ from pipeline.responses.settings import ResponseSettings
 
 # What a scheduled item does when the watermark passes its time. At equal times a
 # reply is settled before the deadline it meets is judged.
-FIRST, WARN, BREACH, EXPIRE, ORPHAN, DEGRADE = range(6)
+FIRST, WARN, BREACH, ORPHAN, DEGRADE = range(5)
 WARNED, BREACHED = 1, 2
 
 InboundKey = tuple[str, str]  # (channel, event_id) within one account

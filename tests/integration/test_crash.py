@@ -9,7 +9,7 @@ import os
 import random
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,19 +118,29 @@ class Feeder(threading.Thread):
     def run(self) -> None:
         try:
             start = time.monotonic()
+            futures: list[Any] = []
             for i, (ev, unkeyed) in enumerate(self.sends):
                 topic = self.env.topic(f"social.{TOPIC_OF[ev['kind']]}")
                 value = orjson.dumps(ev)
                 if unkeyed:
-                    self.env.producer.send(topic, value=value, partition=self.partition[i])
+                    fut = self.env.producer.send(topic, value=value, partition=self.partition[i])
                 else:
-                    self.env.producer.send(topic, value=value, key=ev["account_id"].encode())
+                    fut = self.env.producer.send(topic, value=value, key=ev["account_id"].encode())
+                futures.append(fut)
                 self.sent = i + 1
                 if i % 500 == 499:
                     ahead = start + (i + 1) / self.per_s - time.monotonic()
                     if ahead > 0:
                         time.sleep(ahead)
             self.env.producer.flush(timeout=120)
+            # The truth counts every event: one the broker never acknowledged would
+            # look like an event the pipeline lost.
+            failed = [f for f in futures if not f.succeeded()]
+            if failed:
+                raise AssertionError(
+                    f"{len(failed)} of {len(futures)} sends not acknowledged: "
+                    f"{failed[0].exception!r}"
+                )
         except BaseException as exc:  # reported by finish()
             self.error = exc
 
@@ -195,6 +205,18 @@ def check_exact(
     for w in windows:
         copies[(w["account_id"], w["channel"], w["size_seconds"], w["window_start"])].append(w)
     assert set(copies) == set(expected), "unexpected windows"
+    wrong = [
+        (key, {k: (n, got[k]) for k, n in exp["counts"].items() if got[k] != n}, late)
+        for key, exp in sorted(expected.items())
+        for got, late in [(copies[key][0]["counts"], copies[key][0]["late_events"])]
+        if got != exp["counts"] or late
+    ]
+    if wrong:  # all of them, and what the dead letters say, to tell a loss from lateness
+        dead = Counter(d["reason"] for d in env.read("engagement.deadletter"))
+        pytest.fail(
+            f"{len(wrong)} windows differ from the truth (key, kind: (true, got), late): "
+            f"{wrong[:8]}; dead letters by reason: {dict(dead)}"
+        )
     republished = 0
     for key, exp in expected.items():
         first = copies[key][0]

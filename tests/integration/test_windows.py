@@ -278,11 +278,15 @@ def test_catching_up_on_a_backlog_loses_nothing(env: Env) -> None:
                 "actor_id": f"a{i % 97}",
             }
         )
-    for ev in events:
+    futures = [
         env.producer.send(
             env.topic("social.likes"), value=orjson.dumps(ev), key=ev["account_id"].encode()
         )
+        for ev in events
+    ]
     env.producer.flush()
+    for fut in futures:  # every event reached the broker
+        fut.get(timeout=30)
     close_all(env, accounts, BASE_MS + 3 * 3600_000)
     worker = env.worker(
         CONFIG.replace("allowed_lateness_s = 900", "allowed_lateness_s = 5").replace(

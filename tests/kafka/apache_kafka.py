@@ -10,6 +10,7 @@ directory and a log file that the tests print when they fail.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import os
 import shutil
@@ -38,25 +39,31 @@ def cache_root() -> Path:
 
 
 def jars(timeout_s: float = 600) -> Path:
-    """The directory of broker jars, fetched once per pom version."""
+    """The directory of broker jars, fetched once per pom version (one fetch at a
+    time: parallel test processes wait for the first one's)."""
     digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:12]
     libs = cache_root() / f"apache-kafka-{digest}"
     if (libs / ".complete").exists():
         return libs
     if not tools_present():
         raise KafkaUnavailable("Apache Kafka needs `java` and `mvn` on PATH")
-    tmp = libs.with_name(libs.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    cmd = [
-        "mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-        f"-DoutputDirectory={tmp}", "-DincludeScope=runtime",
-    ]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-    if done.returncode != 0:
-        raise KafkaUnavailable(f"mvn could not fetch the Kafka jars:\n{done.stdout[-3000:]}")
-    (tmp / ".complete").write_text(digest)
-    shutil.rmtree(libs, ignore_errors=True)
-    tmp.rename(libs)
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    with open(libs.with_name(libs.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (libs / ".complete").exists():
+            return libs
+        tmp = libs.with_name(libs.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        cmd = [
+            "mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+            f"-DoutputDirectory={tmp}", "-DincludeScope=runtime",
+        ]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        if done.returncode != 0:
+            raise KafkaUnavailable(f"mvn could not fetch the Kafka jars:\n{done.stdout[-3000:]}")
+        (tmp / ".complete").write_text(digest)
+        shutil.rmtree(libs, ignore_errors=True)
+        tmp.rename(libs)
     return libs
 
 
