@@ -42,7 +42,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipeline.cli import broker
 from pipeline.cli.topics import ensure_topics
 from pipeline.model.topics import ALL as ALL_TOPICS
-from pipeline.model.topics import EVENTS, INPUTS, WINDOWS
+from pipeline.model.topics import DEADLETTER, EVENTS, INPUTS, WINDOWS
 from pipeline.model.topics import family as input_family
 
 LATENESS_S = 3600  # watermark = newest event - 1 h: nothing in the data's minutes closes
@@ -256,6 +256,27 @@ async def read_all(bootstrap: str, topic: str, partitions: int) -> tuple[int, in
     return records, size, time.perf_counter() - t
 
 
+async def dead_letter_reasons(bootstrap: str, topic: str, partitions: int) -> Counter[str]:
+    """Dead letters by reason: after a mismatch, whether events were judged too late."""
+    ends = await end_offsets(bootstrap, topic, partitions)
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
+    await c.start()
+    reasons: Counter[str] = Counter()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        left = {tp for tp in tps if ends[(topic, tp.partition)] > 0}
+        while left:
+            for tp, recs in (await c.getmany(timeout_ms=1000)).items():
+                reasons.update(orjson.loads(r.value)["reason"] for r in recs)
+                if recs and recs[-1].offset + 1 >= ends[(topic, tp.partition)]:
+                    left.discard(tp)
+    finally:
+        await c.stop()
+    return reasons
+
+
 class Windows:
     """Reads engagement.windows; adds up the 60 s windows' counts per (account, kind)."""
 
@@ -381,7 +402,14 @@ async def run_start(
         for a, k in traffic.totals | windows.got
         if windows.got[(a, k)] != traffic.totals[(a, k)]
     }
-    return {**times, "expected": expect, "counted": windows.got.total(), "mismatches": diff}
+    dead = await dead_letter_reasons(bootstrap, prefix + DEADLETTER, args.partitions)
+    return {
+        **times,
+        "expected": expect,
+        "counted": windows.got.total(),
+        "mismatches": diff,
+        "dead_letters": dict(dead),
+    }
 
 
 async def bench(
@@ -557,6 +585,7 @@ def main() -> int:
                 print(
                     f"MISMATCH {phase} (windows - produced): "
                     + ", ".join(f"{k} {v:+d}" for k, v in worst)
+                    + f"; dead letters by reason: {res[phase]['dead_letters']}"
                 )
         return 1
     return 0
