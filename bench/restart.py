@@ -41,6 +41,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.cli import broker
 from pipeline.cli.topics import ensure_topics
+from pipeline.model import wire
 from pipeline.model.topics import ALL as ALL_TOPICS
 from pipeline.model.topics import DEADLETTER, EVENTS, INPUTS, WINDOWS
 from pipeline.model.topics import family as input_family
@@ -277,6 +278,42 @@ async def dead_letter_reasons(bootstrap: str, topic: str, partitions: int) -> Co
     return reasons
 
 
+async def audit_changelog(bootstrap: str, topic: str, partitions: int) -> dict[str, Any]:
+    """What the changelog holds after the kill, before any restart reads it: delta
+    sequence numbers missing per partition, offsets whose deltas are absent, and the
+    events the deltas carry (a loss here is the write path's, not the restore's)."""
+    ends = await end_offsets(bootstrap, topic, partitions)
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
+    await c.start()
+    latest: dict[bytes, bytes | None] = {}  # compacted view: the last value per key
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        left = {tp for tp in tps if ends[(topic, tp.partition)] > 0}
+        while left:
+            for tp, recs in (await c.getmany(timeout_ms=1000)).items():
+                for r in recs:
+                    latest[r.key] = r.value
+                if recs and recs[-1].offset + 1 >= ends[(topic, tp.partition)]:
+                    left.discard(tp)
+    finally:
+        await c.stop()
+    seqs: dict[int, set[int]] = {}
+    events = 0
+    for key, value in latest.items():
+        if value is None or not key.startswith(b"d:"):
+            continue
+        p = int(key.split(b":")[1])
+        delta = orjson.loads(value)
+        seqs.setdefault(p, set()).add(delta["s"])
+        events += sum(
+            1 for r in delta["r"] if r[0] == wire.INTERACTION and r[wire.I_ACCOUNT] != "closer"
+        )
+    gaps = {p: sorted(set(range(1, max(s) + 1)) - s)[:10] for p, s in seqs.items() if s}
+    return {"events": events, "seq_gaps": {p: g for p, g in gaps.items() if g}}
+
+
 class Windows:
     """Reads engagement.windows; adds up the 60 s windows' counts per (account, kind)."""
 
@@ -480,6 +517,12 @@ async def bench(
         flush=True,
     )
     changelog = f"{app_id}-window-state-changelog"
+    audit = await audit_changelog(bootstrap, changelog, args.partitions)
+    print(
+        f"changelog after the kill: {audit['events']:,} events in its deltas; "
+        f"missing delta sequence numbers: {audit['seq_gaps'] or 'none'}",
+        flush=True,
+    )
     # 3. Restart on the same state.
     res["restart"] = await run_start(
         "restart", bootstrap, prefix, app_id, traffic, args, tmp, procs
