@@ -227,9 +227,8 @@ async def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[tuple
     return {(tp.topic, tp.partition): o for tp, o in ends.items()}
 
 
-async def read_all(bootstrap: str, topic: str, partitions: int) -> tuple[int, int, float]:
-    """(records, bytes of keys and values, seconds) of a whole topic, as a raw consumer
-    reads it: what a restore has to read back."""
+async def read_topic(bootstrap: str, topic: str, partitions: int) -> list[Any]:
+    """Every record of a whole topic, as a raw consumer reads it from the start."""
     ends = await end_offsets(bootstrap, topic, partitions)
     c = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -239,8 +238,7 @@ async def read_all(bootstrap: str, topic: str, partitions: int) -> tuple[int, in
         fetch_max_bytes=32 << 20,
     )
     await c.start()
-    records = size = 0
-    t = time.perf_counter()
+    out: list[Any] = []
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         c.assign(tps)
@@ -248,65 +246,42 @@ async def read_all(bootstrap: str, topic: str, partitions: int) -> tuple[int, in
         left = {tp for tp in tps if ends[(topic, tp.partition)] > 0}
         while left:
             for tp, recs in (await c.getmany(timeout_ms=1000)).items():
-                records += len(recs)
-                size += sum(len(r.key or b"") + len(r.value or b"") for r in recs)
+                out += recs
                 if recs and recs[-1].offset + 1 >= ends[(topic, tp.partition)]:
                     left.discard(tp)
     finally:
         await c.stop()
-    return records, size, time.perf_counter() - t
+    return out
+
+
+async def read_all(bootstrap: str, topic: str, partitions: int) -> tuple[int, int, float]:
+    """(records, bytes of keys and values, seconds) of a whole topic: what a restore
+    has to read back."""
+    t = time.perf_counter()
+    recs = await read_topic(bootstrap, topic, partitions)
+    size = sum(len(r.key or b"") + len(r.value or b"") for r in recs)
+    return len(recs), size, time.perf_counter() - t
 
 
 async def dead_letter_reasons(bootstrap: str, topic: str, partitions: int) -> Counter[str]:
     """Dead letters by reason: after a mismatch, whether events were judged too late."""
-    ends = await end_offsets(bootstrap, topic, partitions)
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
-    await c.start()
-    reasons: Counter[str] = Counter()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        c.assign(tps)
-        await c.seek_to_beginning(*tps)
-        left = {tp for tp in tps if ends[(topic, tp.partition)] > 0}
-        while left:
-            for tp, recs in (await c.getmany(timeout_ms=1000)).items():
-                reasons.update(orjson.loads(r.value)["reason"] for r in recs)
-                if recs and recs[-1].offset + 1 >= ends[(topic, tp.partition)]:
-                    left.discard(tp)
-    finally:
-        await c.stop()
-    return reasons
+    return Counter(
+        orjson.loads(r.value)["reason"] for r in await read_topic(bootstrap, topic, partitions)
+    )
 
 
 async def audit_changelog(bootstrap: str, topic: str, partitions: int) -> dict[str, Any]:
     """What the changelog holds after the kill, before any restart reads it: delta
-    sequence numbers missing per partition, offsets whose deltas are absent, and the
-    events the deltas carry (a loss here is the write path's, not the restore's)."""
-    ends = await end_offsets(bootstrap, topic, partitions)
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
-    await c.start()
-    latest: dict[bytes, bytes | None] = {}  # compacted view: the last value per key
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        c.assign(tps)
-        await c.seek_to_beginning(*tps)
-        left = {tp for tp in tps if ends[(topic, tp.partition)] > 0}
-        while left:
-            for tp, recs in (await c.getmany(timeout_ms=1000)).items():
-                for r in recs:
-                    latest[r.key] = r.value
-                if recs and recs[-1].offset + 1 >= ends[(topic, tp.partition)]:
-                    left.discard(tp)
-    finally:
-        await c.stop()
+    sequence numbers missing per partition and the events the deltas carry (a loss
+    here is the write path's, not the restore's)."""
+    latest = {r.key: r.value for r in await read_topic(bootstrap, topic, partitions)}
     seqs: dict[int, set[int]] = {}
     events = 0
-    for key, value in latest.items():
+    for key, value in latest.items():  # compacted view: the last value per key
         if value is None or not key.startswith(b"d:"):
             continue
-        p = int(key.split(b":")[1])
         delta = orjson.loads(value)
-        seqs.setdefault(p, set()).add(delta["s"])
+        seqs.setdefault(int(key.split(b":")[1]), set()).add(delta["s"])
         events += sum(
             1 for r in delta["r"] if r[0] == wire.INTERACTION and r[wire.I_ACCOUNT] != "closer"
         )
