@@ -3,10 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
-# Test processes run side by side (pytest-xdist), a test file to each at a time;
-# each process starts its own broker. JOBS=0 runs everything in this process.
+# Unit tests run in JOBS processes side by side (pytest-xdist, a test file to each
+# at a time). Integration tests run in IT_JOBS processes, each with its own broker;
+# 0 (the default) runs them one at a time in this process (see README, Testing).
 JOBS ?= 2
-PYTEST := $(BIN)/python -m pytest -n $(JOBS) --dist loadfile
+IT_JOBS ?= 0
+PYTEST := $(BIN)/python -m pytest --dist loadfile
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-unit test-integration test-apache-kafka lint bench bench-restart bench-detection clean
@@ -27,7 +29,8 @@ demo: $(STAMP) ## broker + worker + synthetic traffic, alerts shown live (Ctrl-C
 
 test: $(STAMP) ## the whole suite: lint, unit tests, integration tests on the embedded broker and on Apache Kafka
 	$(MAKE) --no-print-directory lint
-	$(PYTEST)
+	$(PYTEST) -n $(JOBS) tests/unit
+	$(PYTEST) -n $(IT_JOBS) tests/integration
 	@if [ -n "$$ENGAGEMENT_TEST_BROKER" ]; then \
 		echo "make test: integration tests ran against ENGAGEMENT_TEST_BROKER=$$ENGAGEMENT_TEST_BROKER only"; \
 	elif command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then \
@@ -37,13 +40,13 @@ test: $(STAMP) ## the whole suite: lint, unit tests, integration tests on the em
 	fi
 
 test-unit: $(STAMP) ## unit tests only (no broker)
-	$(PYTEST) tests/unit
+	$(PYTEST) -n $(JOBS) tests/unit
 
 test-integration: $(STAMP) ## integration tests only (embedded broker, or ENGAGEMENT_TEST_BROKER)
-	$(PYTEST) tests/integration
+	$(PYTEST) -n $(IT_JOBS) tests/integration
 
 test-apache-kafka: $(STAMP) ## integration tests on Apache Kafka 4.x (jars fetched once by mvn)
-	ENGAGEMENT_TEST_BROKER=apache-kafka $(PYTEST) tests/integration
+	ENGAGEMENT_TEST_BROKER=apache-kafka $(PYTEST) -n $(IT_JOBS) tests/integration
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check pipeline agents tests bench
