@@ -289,6 +289,66 @@ async def audit_changelog(bootstrap: str, topic: str, partitions: int) -> dict[s
     return {"events": events, "seq_gaps": {p: g for p, g in gaps.items() if g}}
 
 
+async def diagnose(
+    bootstrap: str, prefix: str, changelog: str, partitions: int, mismatches: dict[str, int]
+) -> list[str]:
+    """After a mismatch: for each short 60 s window of a mismatched account and kind,
+    the internal-topic messages its events came in, whether a changelog delta holds
+    them, and every copy of the window published (ids and offsets only)."""
+    wanted = {tuple(k.split("/")) for k in mismatches}
+    # event id -> (partition, offset, channel, ts)
+    events: dict[str, tuple[int, int, str, int]] = {}
+    by_key: dict[tuple[str, str], set[str]] = {}
+    for r in await read_topic(bootstrap, prefix + EVENTS, partitions):
+        rows, _ = wire.decode_message(r.value)
+        for row in rows:
+            if row[0] == wire.INTERACTION and (row[wire.I_ACCOUNT], row[wire.I_KIND]) in wanted:
+                events.setdefault(
+                    row[wire.I_ID], (r.partition, r.offset, row[wire.I_CHANNEL], row[wire.I_TS])
+                )
+                by_key.setdefault((row[wire.I_ACCOUNT], row[wire.I_KIND]), set()).add(
+                    row[wire.I_ID]
+                )
+    in_delta: dict[str, tuple[int, int]] = {}  # event id -> (delta seq, source offset)
+    for r in await read_topic(bootstrap, changelog, partitions):
+        if r.value and r.key.startswith(b"d:"):
+            d = orjson.loads(r.value)
+            for row in d["r"]:
+                if row[0] == wire.INTERACTION and row[wire.I_ID] in events:
+                    in_delta[row[wire.I_ID]] = (d["s"], d["o"])
+    copies: dict[tuple[str, str, str, int], list[tuple[int, int, int]]] = {}
+    for r in await read_topic(bootstrap, prefix + WINDOWS, partitions):
+        w = orjson.loads(r.value)
+        if w["size_seconds"] != 60:
+            continue
+        start = int(datetime.fromisoformat(w["window_start"].replace("Z", "+00:00")).timestamp())
+        for account, kind in wanted:
+            if w["account_id"] == account:
+                copies.setdefault((account, kind, w["channel"], start * 1000), []).append(
+                    (r.partition, r.offset, w["counts"].get(kind, 0))
+                )
+    out = []
+    for (account, kind), ids in sorted(by_key.items()):
+        per_window: dict[tuple[str, int], list[str]] = {}
+        for i in ids:
+            _, _, channel, ts = events[i]
+            per_window.setdefault((channel, ts // 60_000 * 60_000), []).append(i)
+        for (channel, start), wids in sorted(per_window.items()):
+            got = copies.get((account, kind, channel, start), [])
+            published = sum(c for _, _, c in got[-1:]) if got else 0
+            if published == len(wids):
+                continue
+            where = sorted({events[i][:2] for i in wids})
+            out.append(
+                f"{account}/{channel}/{kind} window {start}: {len(wids)} events, published "
+                f"{[c for _, _, c in got]} at {[(p, o) for p, o, _ in got]}; events at "
+                f"(partition, offset) {where}; not in a delta: "
+                f"{sorted(events[i][:2] for i in wids if i not in in_delta)[:20]}; "
+                f"ids not in a delta: {sorted(i for i in wids if i not in in_delta)[:5]}"
+            )
+    return out
+
+
 class Windows:
     """Reads engagement.windows; adds up the 60 s windows' counts per (account, kind)."""
 
@@ -479,6 +539,7 @@ async def bench(
     await until(durable, first, 60, "committed offsets", every_s=0.5)
     await asyncio.sleep(1.5)  # let a status tick publish the gauges
     res["ingest"] = {
+        "events_topic_ends": {str(p): end for (_, p), end in sorted(ends.items())},
         "seconds": t_done - first.t0,
         "dedup_ids": first.metric("engagement_dedup_ids"),
         "open_windows": first.metric("engagement_open_windows"),
@@ -503,6 +564,10 @@ async def bench(
         "restart", bootstrap, prefix, app_id, traffic, args, tmp, procs
     )
     res["restart"]["changelog"] = await read_all(bootstrap, changelog, args.partitions)
+    if res["restart"]["mismatches"]:
+        res["restart"]["diagnosis"] = await diagnose(
+            bootstrap, prefix, changelog, args.partitions, res["restart"]["mismatches"]
+        )
     res["correct"] = not res["clean"]["mismatches"] and not res["restart"]["mismatches"]
     # state came back from the changelog: the restarted worker applied only new input
     res["restart"]["reprocessed"] = res["restart"]["applied_after_start"] - (
@@ -605,6 +670,10 @@ def main() -> int:
                     + ", ".join(f"{k} {v:+d}" for k, v in worst)
                     + f"; dead letters by reason: {res[phase]['dead_letters']}"
                 )
+            if res[phase].get("diagnosis"):
+                print(f"  internal topic ends at the kill: {res['ingest']['events_topic_ends']}")
+            for line in res[phase].get("diagnosis", []):
+                print(f"  {line}")
         return 1
     return 0
 
