@@ -36,3 +36,32 @@ def test_the_private_names_the_fixes_use_exist() -> None:
     assert "self._consumer" in source and "def _ensure_consumer" in source
     assert "def seek_to_committed" in source and "def topic_partitions" in source
     assert callable(thread.call_thread)
+
+
+def test_recovery_reads_the_changelog_up_to_the_patched_highwaters() -> None:
+    faust_fixes.install()
+    thread = faust_aiokafka.AIOKafkaConsumerThread
+    assert thread._highwaters is faust_fixes._highwaters
+    # faust's recovery takes its end from consumer.highwaters -> the thread's _highwaters
+    from faust.tables.recovery import Recovery
+    from faust.transport.consumer import ThreadDelegateConsumer
+
+    assert "consumer.highwaters(" in inspect.getsource(Recovery._build_highwaters)
+    assert issubclass(faust_aiokafka.Consumer, ThreadDelegateConsumer)
+    assert "self._thread.highwaters(" in inspect.getsource(ThreadDelegateConsumer.highwaters)
+    assert "self._highwaters" in inspect.getsource(thread.highwaters)
+    assert list(
+        inspect.signature(faust_aiokafka.AIOKafkaConsumerThread._highwaters).parameters
+    ) == [
+        "self",
+        "partitions",
+    ]
+    from aiokafka.protocol.fetch import FetchRequest
+
+    assert list(inspect.signature(FetchRequest.__init__).parameters)[1:6] == [
+        "max_wait_time",
+        "min_bytes",
+        "max_bytes",
+        "isolation_level",
+        "topics",
+    ]
