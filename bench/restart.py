@@ -39,6 +39,7 @@ from harness import (
 from kafka import KafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from agents.faust_fixes import log_end_offsets
 from pipeline.cli import broker
 from pipeline.cli.topics import ensure_topics
 from pipeline.model import wire
@@ -218,10 +219,13 @@ def committed(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
 
 
 async def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[tuple[str, int], int]:
+    """The log end of each partition (the embedded broker's ListOffsets alone may
+    under-report it: agents/faust_fixes.py)."""
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     await c.start()
     try:
-        ends = await c.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        ends = await log_end_offsets(c, tps)
     finally:
         await c.stop()
     return {(tp.topic, tp.partition): o for tp, o in ends.items()}
