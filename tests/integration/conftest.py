@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.errors import CoordinatorNotAvailableError
 from kafka.structs import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -309,6 +310,8 @@ class Env:
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
         try:
             offsets = admin.list_group_offsets({group: None}).get(group, {})
+        except CoordinatorNotAvailableError:  # a new cluster's offsets topic is not up yet
+            return 0
         finally:
             admin.close()
         want = self.topic(topic_prefix)

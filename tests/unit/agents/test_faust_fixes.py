@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import inspect
 from types import SimpleNamespace
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
 from agents import faust_fixes
 
@@ -65,3 +69,91 @@ def test_recovery_reads_the_changelog_up_to_the_patched_highwaters() -> None:
         "isolation_level",
         "topics",
     ]
+
+
+def test_recovery_completes_through_the_reordered_step() -> None:
+    from faust.tables.recovery import Recovery
+
+    faust_fixes.install()
+    assert Recovery.on_recovery_completed is faust_fixes._on_recovery_completed
+    assert "self.on_recovery_completed)(generation_id)" in inspect.getsource(
+        Recovery._restart_recovery.fun
+    )
+    # The replacement copies faust 0.15.3's steps; a faust that changes them must be
+    # read again before this fix is carried over.
+    original = inspect.getsource(faust_fixes.FAUST_ON_RECOVERY_COMPLETED)
+    assert hashlib.sha256(original.encode()).hexdigest() == (
+        "6ef567acf072e46da3fccbccc6d662371f634f622c3d510972d5df81f70ae3ac"
+    )
+    # faust's own order, the one that lost records: resume, then seek, then clear
+    assert (
+        original.index("consumer.resume_partitions(")
+        < original.index("consumer.perform_seek()")
+        < original.index("self.app.flow_control.resume()")
+    )
+
+
+class _Recording:
+    """A Recovery's collaborators, recording the order of the calls that matter."""
+
+    def __init__(self, generation: int) -> None:
+        self.calls: list[str] = []
+        calls = self.calls
+        changelog, events = TP("app-window-state-changelog", 0), TP("events", 0)
+
+        async def perform_seek() -> None:
+            calls.append("seek")
+
+        async def nothing(*args: Any, **kwargs: Any) -> None:
+            return None
+
+        async def wait(coro: Any, timeout: float | None = None) -> None:
+            await coro
+
+        self.consumer = SimpleNamespace(
+            assignment=lambda: {changelog, events},
+            perform_seek=perform_seek,
+            resume_partitions=lambda tps: calls.append(f"resume {sorted(t.topic for t in tps)}"),
+            resume_flow=lambda: calls.append("resume_flow"),
+        )
+        self.app = SimpleNamespace(
+            consumer=self.consumer,
+            consumer_generation_id=generation,
+            conf=SimpleNamespace(broker_request_timeout=90.0),
+            on_rebalance_complete=SimpleNamespace(send=nothing),
+            flow_control=SimpleNamespace(resume=lambda: calls.append("clear buffers")),
+            _fetcher=SimpleNamespace(maybe_start=nothing),
+            assignor=SimpleNamespace(assigned_standbys=lambda: set()),
+        )
+        self.log = SimpleNamespace(info=lambda *a: None, dev=lambda *a: None, warning=calls.append)
+        self.tables = SimpleNamespace(  # faust's TableManager: a mapping of tables
+            values=lambda: [],
+            on_actives_ready=lambda: calls.append("actives ready"),
+            on_standbys_ready=lambda: calls.append("standbys ready"),
+        )
+        self.actives_for_table: dict[Any, Any] = {}
+        self.standbys_for_table: dict[Any, Any] = {}
+        self.completed = SimpleNamespace(set=lambda: calls.append("completed"))
+        self._wait = wait
+        self._set_recovery_ended = lambda: None
+        self._is_changelog_tp = lambda tp: tp == changelog
+
+
+def test_input_partitions_are_fetched_only_after_the_seek_and_the_clear() -> None:
+    me = _Recording(generation=3)
+    asyncio.run(faust_fixes._on_recovery_completed(me, 3))
+    assert me.calls == [
+        "seek",
+        "clear buffers",
+        "resume ['events']",
+        "completed",
+        "resume_flow",
+        "actives ready",
+        "standbys ready",
+    ]
+
+
+def test_a_recovery_overtaken_by_a_rebalance_resumes_nothing() -> None:
+    me = _Recording(generation=4)
+    asyncio.run(faust_fixes._on_recovery_completed(me, 3))
+    assert len(me.calls) == 1 and "rebalancing again" in me.calls[0]
