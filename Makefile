@@ -5,9 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 # Unit tests run in JOBS processes side by side (pytest-xdist, a test file to each
 # at a time). Integration tests run in IT_JOBS processes, each with its own broker;
-# 0 (the default) runs them one at a time in this process (see README, Testing).
+# 0 runs them one at a time in this process (see README, Testing).
 JOBS ?= 2
-IT_JOBS ?= 0
+IT_JOBS ?= 2
 PYTEST := $(BIN)/python -m pytest --dist loadfile
 
 .DEFAULT_GOAL := help
