@@ -94,9 +94,15 @@ class PartitionWork:
         rows, report = wire.decode_message(raw)
         state = self.state(p)
         now = int(time.time() * 1000)
-        await self.perform(
-            p, self.processor.batch(p, state, offset, rows, report, now, time.monotonic())
-        )
+        step = self.processor.batch(p, state, offset, rows, report, now, time.monotonic())
+        if step.observed.skipped_offsets:
+            log.error(
+                "partition %d: %d internal messages before offset %d were never delivered",
+                p,
+                step.observed.skipped_offsets,
+                offset,
+            )
+        await self.perform(p, step)
 
     async def perform(self, p: int, step: Step) -> None:
         """The effects in order; then what the step saw, into the metrics."""

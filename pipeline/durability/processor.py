@@ -64,6 +64,9 @@ class Observed:
     too_late: int = 0
     oldest_ms: int | None = None  # broker time of the oldest row of the batch
     first_responses: list[tuple[str, str, float]] = field(default_factory=list)
+    # Internal-topic offsets jumped over since the last message: messages never seen,
+    # so never applied (the topic is neither compacted nor transactional).
+    skipped_offsets: int = 0
 
 
 @dataclass
@@ -197,6 +200,8 @@ class PartitionProcessor:
         """One message of the internal topic (at `offset`): rows and/or a router's
         progress report."""
         step, part = Step(), self._p(p)
+        if part.next_offset is not None and offset > part.next_offset:
+            step.observed.skipped_offsets = offset - part.next_offset
         part.next_offset = offset + 1
         if part.outbox_parts:
             self._republish(p, state, part, step.effects)

@@ -23,6 +23,7 @@ class EngagementMetrics:
     invalid: Counter
     late: Counter
     duplicates: Counter
+    skipped_offsets: Counter
     windows_emitted: Counter
     alerts: Counter
     account_events: Counter
@@ -55,6 +56,11 @@ class EngagementMetrics:
             ),
             duplicates=Counter(
                 "engagement_duplicate_events_total", "Redelivered event_ids ignored", registry=r
+            ),
+            skipped_offsets=Counter(
+                "engagement_internal_messages_skipped_total",
+                "Internal-topic messages the consumer jumped over, never applied (a loss)",
+                registry=r,
             ),
             windows_emitted=Counter(
                 "engagement_windows_emitted_total",

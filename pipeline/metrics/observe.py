@@ -50,6 +50,8 @@ class StepMetrics:
             self._count(seen.rows)
         if seen.duplicates:
             m.duplicates.inc(seen.duplicates)
+        if seen.skipped_offsets:
+            m.skipped_offsets.inc(seen.skipped_offsets)
         if seen.late_counted:
             m.late.labels("counted").inc(seen.late_counted)
         if seen.too_late:

@@ -42,6 +42,7 @@ METRICS: dict[str, frozenset[str]] = {
     "engagement_invalid_events_total": frozenset({"reason"}),
     "engagement_late_events_total": frozenset({"disposition"}),
     "engagement_duplicate_events_total": frozenset(),
+    "engagement_internal_messages_skipped_total": frozenset(),
     "engagement_windows_emitted_total": frozenset({"size"}),
     "engagement_alerts_total": frozenset({"type", "severity", "account"}),
     "engagement_consumer_lag": frozenset({"topic", "partition"}),
@@ -498,6 +499,7 @@ def test_alerting_rules(rules: list[dict[str, Any]]) -> None:
         "EngagementDeadLetterRateHigh",
         "EngagementWatermarkLagHigh",
         "EngagementNoWindowsEmitted",
+        "EngagementInternalMessagesSkipped",
     }
     assert required <= alerts.keys()
     for name, rule in alerts.items():
@@ -513,6 +515,9 @@ def test_alerting_rules(rules: list[dict[str, Any]]) -> None:
     no_windows = alerts["EngagementNoWindowsEmitted"]["expr"]
     assert "engagement_windows_emitted_total[10m]" in no_windows
     assert "engagement_events_total" in no_windows
+    skipped = alerts["EngagementInternalMessagesSkipped"]
+    assert "engagement_internal_messages_skipped_total" in skipped["expr"]
+    assert skipped["labels"]["severity"] == "critical"
 
 
 # --------------------------------------------------------------------------- Grafana

@@ -77,3 +77,14 @@ def test_log_lines_name_counts_and_never_message_text() -> None:
     assert "open windows" in line and "0 of 1 input partitions IDLE" in line
     restored = Restored(state, deltas=1, marker=True)
     assert restored.summary().startswith("1 deltas, applied offset 0, 0 outputs to republish")
+
+
+def test_internal_offsets_jumped_over_are_reported() -> None:
+    proc, state = processor(), PartitionState()
+    seen = [
+        proc.batch(P, state, offset, [ia("a", BASE + offset * SEC)], None, WALL, 0.0).observed
+        for offset in (5, 6, 9, 10)  # the first after a start is wherever the group was
+    ]
+    assert [o.skipped_offsets for o in seen] == [0, 0, 2, 0]
+    # read again after a seek back (a rebalance): nothing was jumped over
+    assert proc.batch(P, state, 7, [], None, WALL, 0.0).observed.skipped_offsets == 0

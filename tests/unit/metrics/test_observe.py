@@ -18,7 +18,9 @@ def test_a_step_is_counted_by_kind_bounded_channel_and_account_label() -> None:
     observer = StepMetrics(m, AccountLabels(("acme",), 0), frozenset({"x"}))
     rows = [ia("a", BASE), ia("b", BASE, channel="myspace"), ia("c", BASE, account="globex")]
     observer.step(
-        Observed(rows=rows, duplicates=2, late_counted=1, too_late=3, oldest_ms=BASE),
+        Observed(
+            rows=rows, duplicates=2, late_counted=1, too_late=3, oldest_ms=BASE, skipped_offsets=4
+        ),
         now=BASE / 1000 + 5,
     )
     value = registry.get_sample_value
@@ -27,6 +29,7 @@ def test_a_step_is_counted_by_kind_bounded_channel_and_account_label() -> None:
     assert value("engagement_account_events_total", {"account": "acme"}) == 2
     assert value("engagement_account_events_total", {"account": "other"}) == 1
     assert value("engagement_duplicate_events_total") == 2
+    assert value("engagement_internal_messages_skipped_total") == 4
     assert value("engagement_late_events_total", {"disposition": "dropped"}) == 3
     assert value("engagement_processing_latency_seconds_sum") == 5
     window = {"size_seconds": 60, "account_id": "acme"}
