@@ -143,6 +143,8 @@ async def _on_recovery_completed(self: Any, generation_id: int = 0) -> None:
     self.tables.on_actives_ready()
     if not app.assignor.assigned_standbys():
         self.tables.on_standbys_ready()
+    app.on_rebalance_end()
+    self.log.info("Worker ready")
 
 
 def install() -> None:

@@ -90,3 +90,4 @@ def test_a_backlog_is_read_whole_when_the_seek_to_committed_offsets_is_slow(env:
         "every input offset committed",
         second,
     )
+    assert second.metric("engagement_internal_messages_skipped_total") == 0

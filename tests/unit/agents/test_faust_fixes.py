@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import hashlib
 import inspect
+import textwrap
+from collections import Counter
 from types import SimpleNamespace
 from typing import Any
 
@@ -71,6 +74,16 @@ def test_recovery_reads_the_changelog_up_to_the_patched_highwaters() -> None:
     ]
 
 
+def calls(function: Any) -> Counter[str]:
+    """The names of the functions and methods `function` calls, with their counts."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    return Counter(
+        node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+    ) - Counter(cast=99)  # typing.cast only narrows a type
+
+
 def test_recovery_completes_through_the_reordered_step() -> None:
     from faust.tables.recovery import Recovery
 
@@ -84,6 +97,10 @@ def test_recovery_completes_through_the_reordered_step() -> None:
     original = inspect.getsource(faust_fixes.FAUST_ON_RECOVERY_COMPLETED)
     assert hashlib.sha256(original.encode()).hexdigest() == (
         "6ef567acf072e46da3fccbccc6d662371f634f622c3d510972d5df81f70ae3ac"
+    )
+    # the same steps, every call of faust's and no other
+    assert calls(faust_fixes._on_recovery_completed) == calls(
+        faust_fixes.FAUST_ON_RECOVERY_COMPLETED
     )
     # faust's own order, the one that lost records: resume, then seek, then clear
     assert (
@@ -124,6 +141,7 @@ class _Recording:
             flow_control=SimpleNamespace(resume=lambda: calls.append("clear buffers")),
             _fetcher=SimpleNamespace(maybe_start=nothing),
             assignor=SimpleNamespace(assigned_standbys=lambda: set()),
+            on_rebalance_end=lambda: calls.append("rebalance end"),
         )
         self.log = SimpleNamespace(info=lambda *a: None, dev=lambda *a: None, warning=calls.append)
         self.tables = SimpleNamespace(  # faust's TableManager: a mapping of tables
@@ -150,6 +168,7 @@ def test_input_partitions_are_fetched_only_after_the_seek_and_the_clear() -> Non
         "resume_flow",
         "actives ready",
         "standbys ready",
+        "rebalance end",
     ]
 
 
