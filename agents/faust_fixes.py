@@ -40,6 +40,17 @@ rebuild) made it happen: a worker restarted on 20,000 events with a 3 s seek
 counted 2 too few, and the restart bench and the kill -9 test lost single
 messages. The fix seeks first, clears the buffers, and only then resumes the
 input partitions, so nothing is fetched before the seek.
+
+Records consumed for partitions faust had paused. faust hands aiokafka its live
+set of active partitions for each fetch, and aiokafka reads an empty set as
+"every partition". When a pause empties that set while a fetch waits (at the end
+of recovery every partition is paused for a moment), the fetch returns, and
+consumes, the records of paused partitions too, and faust then drops them as not
+active: a partition stopped being read ("none read yet"), or its later records
+made faust treat the dropped ones as a gap and commit past them. With the seek now
+ahead of the resume, nothing re-read them, and two crash tests on a loaded machine
+lost events on both brokers. The fix fetches for a copy of the set taken when the
+fetch is asked for, and fetches nothing when it is empty.
 """
 
 from __future__ import annotations
@@ -55,6 +66,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 # faust's own, kept to pin it in a test: the replacement below follows it step by step
 FAUST_ON_RECOVERY_COMPLETED = Recovery.on_recovery_completed
+FAUST_GETMANY = faust_aiokafka.AIOKafkaConsumerThread.getmany
 
 
 async def seek_to_committed_or_beginning(consumer: Any) -> Mapping[Any, int | None]:
@@ -147,6 +159,21 @@ async def _on_recovery_completed(self: Any, generation_id: int = 0) -> None:
     self.log.info("Worker ready")
 
 
+async def _getmany(self: Any, active_partitions: Any, timeout: float) -> Mapping[Any, Any]:
+    if active_partitions is not None:
+        active_partitions = frozenset(active_partitions)
+        if not active_partitions:  # to aiokafka an empty set would mean every partition
+            return {}
+    consumer = self._ensure_consumer()
+    return await self.call_thread(  # type: ignore[no-any-return]
+        self._fetch_records,
+        consumer,
+        active_partitions,
+        timeout=timeout,
+        max_records=consumer._max_poll_records,
+    )
+
+
 def install() -> None:
     """Patch faust's consumer thread and recovery (idempotent)."""
     Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]
@@ -154,3 +181,4 @@ def install() -> None:
     thread.seek_to_committed = _seek_to_committed  # type: ignore[method-assign,assignment]
     thread.topic_partitions = _topic_partitions  # type: ignore[method-assign]
     thread._highwaters = _highwaters  # type: ignore[method-assign]
+    thread.getmany = _getmany  # type: ignore[method-assign]

@@ -176,3 +176,35 @@ def test_a_recovery_overtaken_by_a_rebalance_resumes_nothing() -> None:
     me = _Recording(generation=4)
     asyncio.run(faust_fixes._on_recovery_completed(me, 3))
     assert len(me.calls) == 1 and "rebalancing again" in me.calls[0]
+
+
+def test_a_fetch_asks_for_the_partitions_active_when_it_was_asked() -> None:
+    from aiokafka.consumer.fetcher import Fetcher
+
+    faust_fixes.install()
+    thread = faust_aiokafka.AIOKafkaConsumerThread
+    assert thread.getmany is faust_fixes._getmany
+    original = inspect.getsource(faust_fixes.FAUST_GETMANY)
+    assert hashlib.sha256(original.encode()).hexdigest() == (
+        "26fc5fc9f3b667e104f9657dbc49da3b3b6620d40cc9856761cbaf4da2172557"
+    )
+    assert calls(faust_fixes._getmany) - Counter(frozenset=1) == calls(faust_fixes.FAUST_GETMANY)
+    # why: aiokafka returns (and consumes) every partition's records for an empty set
+    assert "if partitions and tp not in partitions:" in inspect.getsource(Fetcher.fetched_records)
+
+    asked: list[Any] = []
+
+    async def call_thread(fun: Any, consumer: Any, partitions: Any, **kw: Any) -> dict[str, int]:
+        asked.append(partitions)
+        live.clear()  # a pause while the fetch waits
+        return {"records": 1}
+
+    consumer = SimpleNamespace(_max_poll_records=500)
+    me = SimpleNamespace(
+        _ensure_consumer=lambda: consumer, call_thread=call_thread, _fetch_records=None
+    )
+    live = {TP("events", 0), TP("events", 1)}
+    assert asyncio.run(faust_fixes._getmany(me, live, 1.0)) == {"records": 1}
+    assert asked == [frozenset({TP("events", 0), TP("events", 1)})]
+    assert asyncio.run(faust_fixes._getmany(me, live, 1.0)) == {}  # emptied: no fetch
+    assert len(asked) == 1
