@@ -11,7 +11,7 @@ import faust
 import mode
 from prometheus_client import CollectorRegistry
 
-from agents import aggregate, faust_fixes, router, web
+from agents import aggregate, batched_fetch, faust_fixes, router, web
 from agents.context import Runtime
 from pipeline.config.security import ssl_context
 from pipeline.config.settings import Settings
@@ -66,6 +66,7 @@ def aggregator_config(s: Settings) -> AggregatorConfig:
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> Runtime:
     s = settings
     faust_fixes.install()
+    batched_fetch.install()
     app = faust.App(
         s.app_id,
         broker=s.broker,
@@ -131,6 +132,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             value_type=bytes,
         ),
     )
+    batched_fetch.batch_topics(app, rt.raw_topics)
     # the agents register themselves on rt.app
     router.register(rt)
     work = aggregate.register(rt)

@@ -97,6 +97,8 @@ def register(rt: Runtime) -> None:
     progress = Forwarded()
 
     async def route(stream: Any) -> None:
+        # Each event is one partition's fetch (agents/batched_fetch.py): up to
+        # batch_max of them, or what came within batch_within_s, make a batch.
         async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
             batches: dict[int, list[list[wire.Row]]] = {}
             sizes: dict[int, int] = {}
@@ -105,38 +107,45 @@ def register(rt: Runtime) -> None:
             next_offset: dict[Any, int] = {}
             future_limit = int(time.time() * 1000) + max_future_ms
             for event in events:
-                msg = event.message
-                next_offset[msg.tp] = msg.offset + 1
-                result = validate(msg.value, kind_family=families[msg.topic], max_bytes=max_bytes)
-                if isinstance(result, Invalid):
-                    pass
-                elif result.ts_ms > future_limit:
-                    result = Invalid("future_ts", "ts: more than limits.max_future_s ahead")
-                else:
-                    src = [msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000)]
-                    if isinstance(result, Interaction):
-                        row = wire.interaction_row(result, src)
+                fetch = event.message
+                tp, topic, partition = fetch.tp, fetch.topic, fetch.partition
+                family = families[topic]
+                next_offset[tp] = fetch.offset + 1
+                top = newest.get(tp, -1)
+                for record in fetch.records:
+                    value = record.value
+                    result = validate(value, kind_family=family, max_bytes=max_bytes)
+                    if isinstance(result, Invalid):
+                        pass
+                    elif result.ts_ms > future_limit:
+                        result = Invalid("future_ts", "ts: more than limits.max_future_s ahead")
                     else:
-                        row = wire.exposure_row(result, src)
-                    p = owner(result.account_id, homes, parts)
-                    chunks = batches.setdefault(p, [[]])
-                    size = sizes.get(p, 0) + len(msg.value)
-                    if size > MAX_BATCH_BYTES and chunks[-1]:
-                        chunks.append([])
-                        size = len(msg.value)
-                    sizes[p] = size
-                    chunks[-1].append(row)
-                    if result.ts_ms > newest.get(msg.tp, -1):
-                        newest[msg.tp] = result.ts_ms
-                    continue
-                rejected[result.reason] += 1
-                fut = await rt.deadletter_topic.send(
-                    key=msg.key,
-                    value=deadletter.record(
-                        result, msg.topic, msg.partition, msg.offset, msg.key, msg.value
-                    ),
-                )
-                fatal_on_failure(fut, "dead-letter")
+                        src = [topic, partition, record.offset, record.timestamp]
+                        if isinstance(result, Interaction):
+                            row = wire.interaction_row(result, src)
+                        else:
+                            row = wire.exposure_row(result, src)
+                        p = owner(result.account_id, homes, parts)
+                        chunks = batches.setdefault(p, [[]])
+                        size = sizes.get(p, 0) + len(value)
+                        if size > MAX_BATCH_BYTES and chunks[-1]:
+                            chunks.append([])
+                            size = len(value)
+                        sizes[p] = size
+                        chunks[-1].append(row)
+                        if result.ts_ms > top:
+                            top = result.ts_ms
+                        continue
+                    rejected[result.reason] += 1
+                    fut = await rt.deadletter_topic.send(
+                        key=record.key,
+                        value=deadletter.record(
+                            result, topic, partition, record.offset, record.key, value
+                        ),
+                    )
+                    fatal_on_failure(fut, "dead-letter")
+                if top >= 0:
+                    newest[tp] = top
             for p, chunks in batches.items():
                 for rows in chunks:
                     fut = await rt.events_topic.send(partition=p, value=wire.encode_batch(rows))
