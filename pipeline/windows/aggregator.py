@@ -31,7 +31,7 @@ from pipeline.windows.state import (
     PartitionState,
     WindowAgg,
     WindowKey,
-    dedup_id,
+    dedup_key,
 )
 from pipeline.windows.watermark import Watermark
 
@@ -45,7 +45,7 @@ __all__ = [
     "PartitionState",
     "WindowAgg",
     "WindowKey",
-    "dedup_id",
+    "dedup_key",
 ]
 
 
@@ -87,20 +87,20 @@ class Aggregator(Retention):
         max_end = 0
         max_ts = kept_max_ts = -1
         for row in rows:
-            event_id = dedup_id(row)
+            key = dedup_key(row)
             ts = wire.row_ts(row)
-            if event_id in dedup:
+            if key in dedup:
                 out.duplicates += 1
                 continue
             # Too late: its smallest window is already final (and emitted).
             if emitted is not None and is_final(window_bounds(ts, sizes[0])[1], emitted, grace):
                 out.too_late.append(row)
                 if row[0] == wire.INTERACTION and row[wire.I_KIND] in response_kinds:
-                    dedup[event_id] = ts  # a redelivery is a duplicate, not a second reply
+                    dedup.add(key, ts)  # a redelivery is a duplicate, not a second reply
                     kept.append(row)
                     kept_max_ts = max(kept_max_ts, ts)
                 continue
-            dedup[event_id] = ts
+            dedup.add(key, ts)
             late = wm_now is not None and ts < wm_now
             if late:
                 late_idx.append(len(accepted))

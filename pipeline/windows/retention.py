@@ -7,7 +7,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pipeline.model import wire
-from pipeline.windows.state import AggregatorConfig, Delta, PartitionState, dedup_id
+from pipeline.windows.dedup import BUCKET_MS
+from pipeline.windows.state import AggregatorConfig, Delta, PartitionState, dedup_key
 
 
 class Retention:
@@ -37,10 +38,10 @@ class Retention:
             late = set(d.late_idx)
             for i, row in enumerate(d.rows):
                 ts = wire.row_ts(row)
-                state.dedup[dedup_id(row)] = ts
+                state.dedup.add(dedup_key(row), ts)
                 self._apply_row(state, row, i in late)
             for row in d.too_late:  # for dedup only: no window counts them
-                state.dedup[dedup_id(row)] = wire.row_ts(row)
+                state.dedup.add(dedup_key(row), wire.row_ts(row))
             state.applied_offset = max(state.applied_offset, d.offset)
             state.seq = max(state.seq, d.seq)
             state.deltas.append((d.seq, d.max_window_end_ms, d.max_ts_ms))
@@ -107,12 +108,7 @@ class Retention:
             if end + self.cfg.max_cooldown_ms < earliest_start
         ]:
             del state.cooldowns[key]
-        dedup = state.dedup
-        while dedup:
-            first = next(iter(dedup))
-            if dedup[first] >= cutoff and len(dedup) <= self.cfg.max_ids:
-                break
-            dedup.popitem(last=False)
+        state.dedup.forget(cutoff, self.cfg.max_ids)
         for hist in state.followers.values():
             # keep the last level before the cutoff: open windows may still need it
             i = 0
@@ -132,7 +128,8 @@ class Retention:
         cutoff, emitted = self._cutoff(state), state.emitted_through_ms
         if cutoff is None or emitted is None:
             return False
-        return delta[1] + self.cfg.grace_ms <= emitted and delta[2] < cutoff
+        # dedup forgets a minute of event time at a time: a delta goes with its ids
+        return delta[1] + self.cfg.grace_ms <= emitted and delta[2] < cutoff - cutoff % BUCKET_MS
 
     def needs_snapshot(self, state: PartitionState) -> bool:
         """Whether deltas are kept only because response state has no snapshot of them."""

@@ -3,7 +3,7 @@ changelog record restores and what the unit tests build directly."""
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +11,7 @@ from typing import Any
 from pipeline.detection.series import AccountSeries
 from pipeline.model import wire
 from pipeline.responses.tracker import ResponseState
+from pipeline.windows.dedup import MASK, SeenIds
 from pipeline.windows.valve import Sources
 from pipeline.windows.watermark import WatermarkState
 
@@ -43,7 +44,7 @@ class FinalWindow:
 @dataclass(slots=True)
 class PartitionState:
     windows: dict[WindowKey, WindowAgg] = field(default_factory=dict)
-    dedup: OrderedDict[str, int] = field(default_factory=OrderedDict)  # event_id -> ts_ms
+    dedup: SeenIds = field(default_factory=SeenIds)  # event ids, as hashes
     followers: dict[tuple[str, str], list[tuple[int, int]]] = field(default_factory=dict)
     watermark: WatermarkState = field(default_factory=WatermarkState)
     sources: Sources = field(default_factory=lambda: Sources(SOURCE_STALE_MS))
@@ -124,13 +125,13 @@ class AggregatorConfig:
     response_kinds: frozenset[str] = frozenset({"comment", "mention", "dm", "reply"})
 
 
-def dedup_id(row: wire.Row) -> str:
+def dedup_key(row: wire.Row) -> int:
     """An interaction is identified by its channel and event_id (ids are unique per
     platform). A snapshot has no id, but one account, channel and post reports at
-    most once per instant, so a redelivered snapshot is recognised too. A channel
-    never starts with the snapshot marker, so the two kinds of id cannot collide."""
+    most once per instant, so a redelivered snapshot is recognised too. The two
+    kinds of key hash tuples of different lengths, so they are not made alike.
+    The hash is kept in 59 bits (see `pipeline.windows.dedup`)."""
     if row[0] == wire.INTERACTION:
-        return f"{row[wire.I_CHANNEL]}\x1f{row[wire.I_ID]}"
-    post = row[wire.X_POST]
-    post_part = "" if post is None else f"p{post}"
-    return f"\x1e{row[wire.X_ACCOUNT]}\x1f{row[wire.X_CHANNEL]}\x1f{post_part}\x1f{row[wire.X_TS]}"
+        return hash((row[wire.I_CHANNEL], row[wire.I_ID])) & MASK
+    key = (row[wire.X_ACCOUNT], row[wire.X_CHANNEL], row[wire.X_POST], row[wire.X_TS])
+    return hash(key) & MASK

@@ -22,7 +22,7 @@ from pipeline.windows.aggregator import (
     Delta,
     FinalWindow,
     PartitionState,
-    dedup_id,
+    dedup_key,
 )
 from tests.unit.fixtures import (
     BASE,
@@ -562,16 +562,17 @@ def test_prune_returns_a_delta_once_its_windows_are_emitted_and_its_ids_past_hor
         ("acme", "x", 300, BASE),
     }
     assert agg.prune(state) == []  # emitted, but "old" is still within the horizon
-    assert dedup_id(ia("old", 0)) in state.dedup
+    assert dedup_key(ia("old", 0)) in state.dedup
 
-    agg.apply_batch(state, [ia("new", BASE + 425 * SEC)], 2, WALL)  # watermark BASE + 415 s
+    # watermark BASE + 475 s: the horizon passes the end of "old"'s minute of event time
+    agg.apply_batch(state, [ia("new", BASE + 485 * SEC)], 2, WALL)
     agg.close_windows(state, WALL)
     # response state still needs the delta until a snapshot covers it
     assert agg.needs_snapshot(state) and agg.prune(state) == []
     state.responses.snap_seq = state.seq
     assert not agg.needs_snapshot(state)
     assert agg.prune(state) == [1]
-    assert dedup_id(ia("old", 0)) not in state.dedup and dedup_id(ia("mid", 0)) in state.dedup
+    assert dedup_key(ia("old", 0)) not in state.dedup and dedup_key(ia("mid", 0)) in state.dedup
     assert agg.prune(state) == []  # only once
     # a redelivery of the forgotten id is too late, not counted a second time
     again = agg.apply_batch(state, [ia("old", BASE + 10 * SEC)], 3, WALL)
@@ -594,8 +595,9 @@ def test_dedup_memory_is_bounded_by_max_ids() -> None:
         agg.close_windows(state, WALL)
         assert agg.prune(state) == []  # no window is final: every delta stays
         assert len(state.dedup) <= 50
-    assert list(state.dedup)[-1] == dedup_id(ia("id9-29", 0))
-    assert dedup_id(ia("id0-0", 0)) not in state.dedup
+    # the oldest minute's ids went first, the newest are all held
+    assert all(dedup_key(ia(f"id9-{i}", 0)) in state.dedup for i in range(30))
+    assert dedup_key(ia("id0-0", 0)) not in state.dedup
     # the most recent ids are still caught
     assert agg.apply_batch(state, [ia("id9-29", BASE + 929)], 10, WALL).duplicates == 1
 
