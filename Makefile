@@ -11,7 +11,7 @@ IT_JOBS ?= 2
 PYTEST := $(BIN)/python -m pytest --dist loadfile
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit test-integration test-apache-kafka test-apache-kafka-if-present lint bench bench-restart bench-detection clean
+.PHONY: help install demo test test-unit test-integration test-apache-kafka test-apache-kafka-if-present lint bench bench-throughput bench-restart bench-detection clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -59,7 +59,10 @@ lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check pipeline agents tests bench
 	$(BIN)/mypy
 
-bench: $(STAMP) ## throughput of the worker against a raw consumer (200k events)
+bench: $(STAMP) ## raw loop, Quix Streams, bare faust and the pipeline on one 200k backlog, 3 rounds
+	$(BIN)/python bench/compare.py
+
+bench-throughput: $(STAMP) ## the worker alone against a raw consumer (200k events, one run)
 	$(BIN)/python bench/throughput.py --events 200000
 
 bench-restart: $(STAMP) ## restart time after kill -9 with 1M events of state, against a clean start

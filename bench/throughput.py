@@ -42,12 +42,18 @@ SPAN_MS = 3_600_000  # the data covers one hour of event time
 
 
 def make_events(
-    n: int, accounts: int, prefix: str, close_after_ms: int, seed: int = 7
+    n: int,
+    accounts: int,
+    prefix: str,
+    close_after_ms: int,
+    seed: int = 7,
+    only: tuple[str, ...] = tuple(KINDS),
 ) -> tuple[list[Msg], list[Msg], Counter[tuple[str, str]]]:
-    """N events in event-time order, closing events, per-(account, kind) totals."""
+    """N events in event-time order, closing events, per-(account, kind) totals;
+    `only`: the kinds to draw from (in their usual proportions)."""
     rng = random.Random(seed)
     names = [f"acct-{i:03d}" for i in range(accounts)]
-    kinds = rng.choices(list(KINDS), weights=[w for _, w in KINDS.values()], k=n)
+    kinds = rng.choices(list(only), weights=[KINDS[k][1] for k in only], k=n)
     data: list[Msg] = []
     totals: Counter[tuple[str, str]] = Counter()
     for i, kind in enumerate(kinds):
@@ -84,6 +90,7 @@ def make_events(
         )
         for a in names
         for kind, (topic, _) in KINDS.items()
+        if kind in only
     ]
     return data, closing, totals
 
@@ -232,6 +239,9 @@ async def run_worker(
         "assigned_s": t_ready - t0,
         "counted_60s": got.total(),
         "deadlettered": dict(dead),
+        "clock": {"start": t0, "ready": t_ready, "last": t_last},  # perf_counter
+        "pid": proc.pid,
+        "group": group,
     }, got
 
 
