@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 from agents.delivery import fatal_on_failure
 from pipeline.ingest import deadletter
 from pipeline.ingest.partitioning import owner
-from pipeline.ingest.validation import validate
+from pipeline.ingest.validation import validate_row
 from pipeline.model import wire
-from pipeline.model.events import Interaction, Invalid
+from pipeline.model.events import Invalid
 from pipeline.windows.valve import KEEPALIVE_MS
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("engagement.router")
 MAX_BATCH_BYTES = 512 * 1024  # keep forwarded messages well below the broker's limit
+MAX_CACHED_OWNERS = 100_000  # accounts whose partition is remembered (then forgotten at once)
 
 
 class Forwarded:
@@ -95,6 +96,12 @@ def register(rt: Runtime) -> None:
     families = rt.raw_topics
     invalid_metric = rt.metrics.invalid
     progress = Forwarded()
+    owners: dict[str, int] = {}  # account -> owner partition (crc32 once per account)
+    # where a row of each family holds its event time and account
+    places = {
+        "interaction": (wire.I_TS, wire.I_ACCOUNT),
+        "exposure": (wire.X_TS, wire.X_ACCOUNT),
+    }
 
     async def route(stream: Any) -> None:
         # Each event is one partition's fetch (agents/batched_fetch.py): up to
@@ -110,22 +117,24 @@ def register(rt: Runtime) -> None:
                 fetch = event.message
                 tp, topic, partition = fetch.tp, fetch.topic, fetch.partition
                 family = families[topic]
+                at_ts, at_account = places[family]
                 next_offset[tp] = fetch.offset + 1
                 top = newest.get(tp, -1)
                 for record in fetch.records:
                     value = record.value
-                    result = validate(value, kind_family=family, max_bytes=max_bytes)
-                    if isinstance(result, Invalid):
-                        pass
-                    elif result.ts_ms > future_limit:
+                    src = [topic, partition, record.offset, record.timestamp]
+                    row = validate_row(value, kind_family=family, max_bytes=max_bytes, src=src)
+                    if isinstance(row, Invalid):
+                        result = row
+                    elif row[at_ts] > future_limit:
                         result = Invalid("future_ts", "ts: more than limits.max_future_s ahead")
                     else:
-                        src = [topic, partition, record.offset, record.timestamp]
-                        if isinstance(result, Interaction):
-                            row = wire.interaction_row(result, src)
-                        else:
-                            row = wire.exposure_row(result, src)
-                        p = owner(result.account_id, homes, parts)
+                        account = row[at_account]
+                        p = owners.get(account)
+                        if p is None:
+                            if len(owners) >= MAX_CACHED_OWNERS:
+                                owners.clear()
+                            p = owners[account] = owner(account, homes, parts)
                         chunks = batches.setdefault(p, [[]])
                         size = sizes.get(p, 0) + len(value)
                         if size > MAX_BATCH_BYTES and chunks[-1]:
@@ -133,8 +142,8 @@ def register(rt: Runtime) -> None:
                             size = len(value)
                         sizes[p] = size
                         chunks[-1].append(row)
-                        if result.ts_ms > top:
-                            top = result.ts_ms
+                        if row[at_ts] > top:
+                            top = row[at_ts]
                         continue
                     rejected[result.reason] += 1
                     fut = await rt.deadletter_topic.send(

@@ -35,6 +35,7 @@ from typing import Any, Final
 
 import orjson
 
+from pipeline.model import wire
 from pipeline.model.events import KINDS, PRIORITIES, Exposure, Interaction, Invalid
 
 __all__ = ["FAMILIES", "REASONS", "TS_MAX_MS", "TS_MIN_MS", "validate"]
@@ -131,8 +132,22 @@ def validate(
 
     Never raises on bad input; raises ValueError for an unknown kind_family.
     """
+    row = validate_row(raw, kind_family=kind_family, max_bytes=max_bytes, src=None)
+    if isinstance(row, Invalid):
+        return row
+    if row[0] == wire.INTERACTION:
+        return Interaction(*row[wire.I_ID : wire.I_SRC])
+    return Exposure(*row[wire.X_ACCOUNT : wire.X_SRC])
+
+
+def validate_row(
+    raw: bytes | None, *, kind_family: str, max_bytes: int, src: list[Any] | None
+) -> wire.Row | Invalid:
+    """`validate`, straight into the internal topic's row format (`src`: the
+    message's [topic, partition, offset, broker time in ms]): the router's path,
+    without an event object per message. The same checks decide both."""
     if kind_family == "interaction":
-        check: Callable[[dict[str, Any]], Interaction | Exposure | Invalid] = _interaction
+        check: Callable[[dict[str, Any], list[Any] | None], wire.Row | Invalid] = _interaction
     elif kind_family == "exposure":
         check = _exposure
     else:
@@ -152,10 +167,10 @@ def validate(
         return _NOT_JSON
     if type(obj) is not dict:
         return _NOT_OBJECT
-    return check(obj)
+    return check(obj, src)
 
 
-def _interaction(o: dict[str, Any]) -> Interaction | Invalid:
+def _interaction(o: dict[str, Any], src: list[Any] | None) -> wire.Row | Invalid:
     # missing_field
     for f in _I_REQUIRED:
         if o.get(f) is None:
@@ -211,23 +226,25 @@ def _interaction(o: dict[str, Any]) -> Interaction | Invalid:
     ts_ms = _ts_ms(ts)
     if isinstance(ts_ms, Invalid):
         return ts_ms
-    return Interaction(
-        event_id=o["event_id"],
-        kind=kind,
-        channel=channel,
-        account_id=o["account_id"],
-        ts_ms=ts_ms,
-        post_id=o.get("post_id"),
-        actor_id=o.get("actor_id"),
-        in_reply_to=o.get("in_reply_to"),
-        thread_id=o.get("thread_id"),
-        issue_type=o.get("issue_type"),
-        priority=priority,
-        sentiment=sentiment,
-    )
+    return [
+        wire.INTERACTION,
+        o["event_id"],
+        kind,
+        channel,
+        o["account_id"],
+        ts_ms,
+        o.get("post_id"),
+        o.get("actor_id"),
+        o.get("in_reply_to"),
+        o.get("thread_id"),
+        o.get("issue_type"),
+        priority,
+        sentiment,
+        src,
+    ]
 
 
-def _exposure(o: dict[str, Any]) -> Exposure | Invalid:
+def _exposure(o: dict[str, Any], src: list[Any] | None) -> wire.Row | Invalid:
     # missing_field
     for f in _E_REQUIRED:
         if o.get(f) is None:
@@ -267,15 +284,17 @@ def _exposure(o: dict[str, Any]) -> Exposure | Invalid:
     ts_ms = _ts_ms(ts)
     if isinstance(ts_ms, Invalid):
         return ts_ms
-    return Exposure(
-        account_id=account_id,
-        channel=channel,
-        ts_ms=ts_ms,
-        post_id=post_id,
-        followers=None if followers is None else int(followers),
-        impressions=None if impressions is None else int(impressions),
-        reach=None if reach is None else int(reach),
-    )
+    return [
+        wire.EXPOSURE,
+        account_id,
+        channel,
+        ts_ms,
+        post_id,
+        None if followers is None else int(followers),
+        None if impressions is None else int(impressions),
+        None if reach is None else int(reach),
+        src,
+    ]
 
 
 def _int_ok(v: object) -> bool:

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.ingest.validation import REASONS, TS_MAX_MS, TS_MIN_MS, validate
+from pipeline.ingest.validation import REASONS, TS_MAX_MS, TS_MIN_MS, validate, validate_row
+from pipeline.model import wire
 from pipeline.model.events import KINDS, PRIORITIES, Exposure, Interaction, Invalid
 from pipeline.sim.samples import (
     MALFORMED,
@@ -306,3 +307,40 @@ def test_random_bytes_never_raise(raw: bytes, family: str) -> None:
 def test_random_json_values_never_raise(value: Any, family: str) -> None:
     result = validate(orjson.dumps(value), kind_family=family)
     assert type(result) in (Interaction, Exposure, Invalid)
+
+
+# --- the router's path: straight into the row format --------------------------
+
+SRC = ["social.likes", 3, 1234, 1_714_521_600_123]
+
+
+def as_row(result: Interaction | Exposure | Invalid) -> Any:
+    if isinstance(result, Interaction):
+        return wire.interaction_row(result, SRC)
+    if isinstance(result, Exposure):
+        return wire.exposure_row(result, SRC)
+    return result
+
+
+def same_decision(raw: bytes, family: str, max_bytes: int = 65536) -> None:
+    row = validate_row(raw, kind_family=family, max_bytes=max_bytes, src=SRC)
+    assert row == as_row(validate(raw, kind_family=family, max_bytes=max_bytes))
+
+
+@pytest.mark.parametrize(
+    ("family", "raw"),
+    [("interaction", raw) for _, raw in VALID]
+    + [("exposure", raw) for _, raw in VALID_EXPOSURE]
+    + [("interaction", raw) for _, _, raw in MALFORMED]
+    + [("exposure", raw) for _, _, raw in MALFORMED_EXPOSURE],
+)
+def test_validate_row_builds_the_row_of_the_event_validate_returns(family: str, raw: bytes) -> None:
+    same_decision(raw, family)
+
+
+@settings(max_examples=300, deadline=None)
+@given(obj=OBJECTS, family=st.sampled_from(["interaction", "exposure"]))
+def test_validate_row_decides_as_validate_on_random_objects(
+    obj: dict[str, Any], family: str
+) -> None:
+    same_decision(orjson.dumps(obj), family, max_bytes=400)
