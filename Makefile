@@ -11,7 +11,7 @@ IT_JOBS ?= 2
 PYTEST := $(BIN)/python -m pytest --dist loadfile
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit test-integration test-apache-kafka test-apache-kafka-if-present lint bench bench-throughput bench-restart bench-detection clean
+.PHONY: help install demo test test-unit test-integration test-apache-kafka test-apache-kafka-if-present lint bench bench-latency bench-throughput bench-restart bench-detection clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ lint: $(STAMP) ## ruff and mypy
 
 bench: $(STAMP) ## raw loop, Quix Streams, bare faust and the pipeline on one 200k backlog, 3 rounds
 	$(BIN)/python bench/compare.py
+
+bench-latency: $(STAMP) ## open-loop latency at 1k/5k/10k events/s: windows after final, alerts after the event
+	$(BIN)/python bench/latency.py
 
 bench-throughput: $(STAMP) ## the worker alone against a raw consumer (200k events, one run)
 	$(BIN)/python bench/throughput.py --events 200000
