@@ -112,6 +112,10 @@ def batch_topics(app: Any, topics: Iterable[str]) -> None:
     setattr(app, _BATCHED, frozenset(topics))
 
 
+def batched_topics(app: Any) -> frozenset[str]:
+    return getattr(app, _BATCHED, frozenset())
+
+
 async def _fetches(self: Any, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
     """faust's `Consumer.getmany`, yielding a `FetchedRecords` per partition of a
     batched topic and faust's own message per record of any other topic."""
@@ -119,7 +123,7 @@ async def _fetches(self: Any, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
     generation_id = self.app.consumer_generation_id
     if records is None or self.should_stop:
         return
-    batched: frozenset[str] = getattr(self.app, _BATCHED, frozenset())
+    batched = batched_topics(self.app)
     to_message = self._to_message
     if self.flow_active:
         for tp, fetched in records.items():

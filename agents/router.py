@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("engagement.router")
 MAX_BATCH_BYTES = 512 * 1024  # keep forwarded messages well below the broker's limit
+QUEUED_FETCHES = 16
 MAX_CACHED_OWNERS = 100_000  # accounts whose partition is remembered (then forgotten at once)
 
 
@@ -89,7 +90,18 @@ class Forwarded:
 
 def register(rt: Runtime) -> None:
     s = rt.settings
-    topics = rt.app.topic(*rt.raw_topics, key_serializer="raw", value_serializer="raw")
+    # Fetches queued for the router while it works on a batch: each holds up to a
+    # partition fetch's worth of records (1 MiB of values), so faust's default of
+    # 4,096 queued messages would let a slow producer pile up gigabytes. (faust's
+    # App.topic drops its maxsize argument: the topic class takes it.)
+    topic_class: Any = rt.app.conf.Topic
+    topics = topic_class(
+        rt.app,
+        topics=list(rt.raw_topics),
+        key_serializer="raw",
+        value_serializer="raw",
+        maxsize=QUEUED_FETCHES,
+    )
     max_bytes, max_future_ms = s.max_message_bytes, s.max_future_s * 1000
     parts = s.partitions
     homes = s.detection.homes()  # competitors are placed with their brand
