@@ -52,8 +52,8 @@ def quantiles(values: list[float]) -> dict[str, float | int]:
 class Phase:
     """One rate: what was sent, when each window became final and each crossing."""
 
-    def __init__(self, rate: int, threshold: int) -> None:
-        self.rate, self.threshold = rate, threshold
+    def __init__(self, rate: int, threshold: int, name: str = "run") -> None:
+        self.rate, self.threshold, self.name = rate, threshold, name
         self.start_ms = self.end_ms = 0
         self.sent = 0
         self.counts: dict[tuple[str, str, int], int] = {}
@@ -78,16 +78,16 @@ async def produce_at(
     t0 = time.time()
     phase.start_ms = int(t0 * 1000)
     i = 0
+    pending: list[asyncio.Future[Any]] = []
     while (now := time.time()) < t0 + seconds:
         due = t0 + i / phase.rate
         if due > now:
             await asyncio.sleep(due - now)
-        batch = []
         while i < phase.rate * seconds and t0 + i / phase.rate <= time.time():
             account, channel = rng.choice(ACCOUNTS), rng.choice(CHANNELS)
             ts = int(time.time() * 1000)
             ev = {
-                "event_id": f"lat-{phase.rate}-{i}",
+                "event_id": f"lat-{phase.name}-{phase.rate}-{i}",
                 "kind": "like",
                 "channel": channel,
                 "account_id": account,
@@ -95,12 +95,14 @@ async def produce_at(
                 "post_id": f"{account}-p{rng.randrange(20)}",
                 "actor_id": f"u{rng.randrange(10**6)}",
             }
-            batch.append(await p.send(topic, orjson.dumps(ev), key=account.encode()))
+            pending.append(await p.send(topic, orjson.dumps(ev), key=account.encode()))
             phase.record(account, channel, ts)
             i += 1
         phase.sent = i
-        if len(batch) > 2000:
-            await asyncio.gather(*batch)
+        if len(pending) > 5000:  # surface a failed send; these are acknowledged by now
+            await asyncio.gather(*pending)
+            pending.clear()
+    await asyncio.gather(*pending)
     phase.end_ms = int(time.time() * 1000)
 
 
@@ -183,7 +185,7 @@ async def phase_run(
         await p.start()
         topic = prefix + INTERACTIONS["like"]
         await produce_at(p, topic, ph, args.seconds, rng)
-        tail = Phase(ph.rate, ph.threshold)  # keeps the watermark moving, not measured
+        tail = Phase(ph.rate, ph.threshold, "tail")  # keeps the watermark moving, not measured
         await produce_at(p, topic, tail, LATENESS_S + GRACE_S + 5, rng)
         await asyncio.sleep(2)
         if proc.poll() is not None:

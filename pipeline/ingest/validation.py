@@ -38,7 +38,7 @@ import orjson
 from pipeline.model import wire
 from pipeline.model.events import KINDS, PRIORITIES, Exposure, Interaction, Invalid
 
-__all__ = ["FAMILIES", "REASONS", "TS_MAX_MS", "TS_MIN_MS", "validate"]
+__all__ = ["FAMILIES", "REASONS", "TS_MAX_MS", "TS_MIN_MS", "validate", "validate_row"]
 
 REASONS: Final[tuple[str, ...]] = (
     "empty",

@@ -50,10 +50,6 @@ class SeenIds:
             bucket = self._buckets[minute] = array("q")
         bucket.append(key)
 
-    def oldest_ms(self) -> int | None:
-        """The start of the oldest minute that holds ids."""
-        return min(self._buckets) * BUCKET_MS if self._buckets else None
-
     def forget(self, before_ms: int, max_ids: int) -> None:
         """Forget every minute that ends at or before `before_ms`, then the oldest
         ids (oldest minute first, in the order they came) beyond `max_ids`."""
