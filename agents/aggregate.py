@@ -52,6 +52,7 @@ class PartitionWork:
             rt.detection,
             s.thresholds,
             Limits(snapshot_interval_s=s.responses.snapshot_interval_s),
+            early=s.early_alerts,
         )
         self.observer = StepMetrics(rt.metrics, rt.labels, frozenset(s.metrics_channels))
         self.locks: dict[int, asyncio.Lock] = {}

@@ -62,6 +62,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ENGAGEMENT_SSL_KEYFILE": ("ssl_keyfile", str),
     "ENGAGEMENT_SSL_KEY_PASSWORD": ("ssl_key_password", Secret),
     "ENGAGEMENT_SSL_CHECK_HOSTNAME": ("ssl_check_hostname", _flag),
+    "ENGAGEMENT_EARLY_ALERTS": ("early_alerts", _flag),
 }
 _PARSER_NAMES: dict[Callable[[str], Any], str] = {_flag: "true or false", Secret: "str"}
 
@@ -104,6 +105,7 @@ _TOML_FIELDS: dict[str, str] = {
     "dedup.max_ids_per_partition": "dedup_max_ids",
     "limits.max_message_bytes": "max_message_bytes",
     "limits.max_future_s": "max_future_s",
+    "alerts.early": "early_alerts",
 }
 _SECTIONS = {
     *("windows", "ingest", "rates", "metrics", "dedup", "limits", "weights", "alerts"),
@@ -246,7 +248,7 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
                     values["rate_basis_by_account"] = dict(value)
                 else:
                     problems.append((key, "must be a table of account = basis"))
-            elif key.startswith("alerts."):
+            elif key.startswith("alerts.") and key not in _TOML_FIELDS:
                 if key == "alerts.thresholds":
                     values["thresholds"] = _rules(value, problems)
                 else:

@@ -147,6 +147,9 @@ class Settings:
     # must not move a watermark, and so close windows, ahead of real time.
     max_future_s: int = 300
     thresholds: tuple[ThresholdRule, ...] = ()
+    # Alerts that can only become more true as their window fills are published as
+    # soon as they are certain, not at the close (pipeline.windows.early)
+    early_alerts: bool = True  # ENGAGEMENT_EARLY_ALERTS; [alerts] early
     # [responses] and [calendars.NAME]: pairing, SLAs, business hours
     responses: ResponseSettings = field(default_factory=ResponseSettings)
     # [detection]: spike/drop detectors (defaults, per-account overrides, competitors)

@@ -162,6 +162,41 @@ class Step:
     rule: str = PEAK
 
 
+@dataclass(frozen=True, slots=True)
+class _Bars:
+    hour: int
+    weekday: int
+    exp_y: float
+    scale: float
+    need_up: float  # the smallest z any rule qualifies a spike at
+    rule_up: str
+    need_down: float
+    rule_down: str
+    peak_up: float  # the typical daily extreme deviations
+    peak_down: float
+
+
+@dataclass(frozen=True, slots=True)
+class SpikeBar:
+    """The bar one window must clear for a spike alert (`Detector.spike_bar`)."""
+
+    detector: Detector
+    start_ms: int
+    bars: _Bars
+    unit: float | None
+
+    def alert(self, x: float) -> Step | None:
+        """The Step the feed of value `x` would return, if it raises a spike alert."""
+        det, b = self.detector, self.bars
+        z = (det.forward(x, self.unit) - b.exp_y) / b.scale
+        if z < 0 or not det._qualifies_up(b, z, x):
+            return None
+        return det._describe(
+            self.start_ms, x, b.exp_y, z, b.peak_up, b.scale, b.need_up, self.unit, UP,
+            b.rule_up,
+        )  # fmt: skip
+
+
 def _alpha(rate: float, step_s: float) -> float:
     """A smoothing rate stated per 5 minutes, for steps of another length."""
     return float(1.0 - (1.0 - rate) ** (step_s / REF_STEP_S))
@@ -240,10 +275,74 @@ class Detector:
         y = self.forward(x, unit)
         if st.level is None:
             st.level, st.scale = y, max(1.0 if cfg.transform == "count" else 0.0, cfg.scale_floor)
+        self._roll(st, start_ms)
+        b = self._bars(st, start_ms, unit)
+        exp_y, scale = b.exp_y, b.scale
+        resid = y - exp_y
+        z = resid / scale
+        alert = None
+        if z >= 0:
+            need, rule = b.need_up, b.rule_up
+            ok = self._qualifies_up(b, z, x)
+            st.streak_up, st.streak_down = (st.streak_up + 1 if ok else 0), 0
+            if ok and st.streak_up >= cfg.spike_persistence and self._cool(st.last_up_ms, start_ms):
+                alert, st.last_up_ms = UP, start_ms
+        else:
+            need, rule = b.need_down, b.rule_down
+            ok = -z >= need and DOWN in cfg.directions
+            ok = ok and (cfg.transform != "count" or self.inverse(exp_y) >= cfg.min_expected)
+            st.streak_up, st.streak_down = 0, (st.streak_down + 1 if ok else 0)
+            cool = self._cool(st.last_down_ms, start_ms)
+            if ok and st.streak_down >= cfg.drop_persistence and cool:
+                alert, st.last_down_ms = DOWN, start_ms
+        step = None
+        if full or alert is not None:
+            step = self._describe(
+                start_ms, x, exp_y, z, b.peak_up if z >= 0 else b.peak_down, scale, need, unit,
+                alert, rule,
+            )  # fmt: skip
+        self._learn(st, b.hour, b.weekday, y, resid, scale, z, start_ms)
+        st.day_high = x if st.day_high is None else max(st.day_high, x)
+        st.day_low = x if st.day_low is None else min(st.day_low, x)
+        return step
+
+    def spike_bar(self, st: DetectorState, start_ms: int) -> SpikeBar | None:
+        """What the window starting at `start_ms`, the next one this series is fed, must
+        reach to raise a spike alert; None when no value would (no history yet, in a
+        cooldown, too short a streak) or when the bar depends on the value itself (a
+        rate series before its first positive value). The state is not changed.
+
+        The decision is monotone in the value: `need_up` and every other condition
+        come from the state alone, and `forward` is non-decreasing. So a value that
+        qualifies here still qualifies once the window has more events."""
+        cfg = self.cfg
+        if st.level is None or UP not in cfg.directions:
+            return None
+        if cfg.transform == "log" and cfg.log_unit > 0 and st.unit is None:
+            return None
+        if st.streak_up + 1 < cfg.spike_persistence or not self._cool(st.last_up_ms, start_ms):
+            return None
+        if st.day != start_ms // DAY_MS:  # the feed would end a day first: on a copy
+            st = DetectorState.from_json(st.to_json())
+            self._roll(st, start_ms)
+        unit = st.unit if cfg.transform == "log" and cfg.log_unit > 0 else None
+        b = self._bars(st, start_ms, unit)
+        if not math.isfinite(b.need_up):
+            return None
+        return SpikeBar(self, start_ms, b, unit)
+
+    def _qualifies_up(self, b: _Bars, z: float, x: float) -> bool:
+        cfg = self.cfg
+        ok = z >= b.need_up and UP in cfg.directions
+        return ok and (cfg.transform != "count" or x >= cfg.min_volume)
+
+    def _roll(self, st: DetectorState, start_ms: int) -> None:
+        """Start the day of `start_ms`: a day that ended leaves its extremes, if whole."""
+        cfg = self.cfg
         day = start_ms // DAY_MS
         if st.day is None:
             st.day, st.partial_day = day, start_ms % DAY_MS != 0
-        elif day != st.day:  # a day ended: remember its extremes, if it was whole
+        elif day != st.day:
             if not st.partial_day:
                 st.maxima = [*st.maxima, st.day_max][-cfg.history_days :]
                 st.minima = [*st.minima, st.day_min][-cfg.history_days :]
@@ -256,14 +355,17 @@ class Detector:
             st.day, st.day_max, st.day_min, st.partial_day = day, 0.0, 0.0, False
             st.day_high = st.day_low = None
             st.burst_max = 0.0
+
+    def _bars(self, st: DetectorState, start_ms: int, unit: float | None) -> _Bars:
+        """Expected value, scale and the z each rule needs, from the state alone (after
+        `_roll`); infinite: the rule cannot qualify."""
+        cfg = self.cfg
+        assert st.level is not None
+        day = start_ms // DAY_MS
         hour = (start_ms % DAY_MS) // HOUR_MS
         weekday = (day + 3) % 7  # 1970-01-01 was a Thursday
         exp_y = st.level + st.season[hour] + st.week[weekday]
-        resid = y - exp_y
         scale = max(st.scale, cfg.scale_floor)
-        z = resid / scale
-
-        # The z each rule needs, upwards and downwards (infinite: it cannot qualify).
         ready = len(st.maxima) >= cfg.min_history_days
         peak_up = peak_down = math.inf  # the typical daily extremes
         need_up = need_down = range_up = range_down = burst_up = math.inf
@@ -297,32 +399,11 @@ class Detector:
                 burst_up = max(
                     (cfg.burst_ratio * typical - (1 - a) * st.burst) / a, cfg.burst_min_z
                 )
-        alert = None
-        if z >= 0:
-            need, rule = _lowest((need_up, PEAK), (range_up, RANGE), (burst_up, BURST))
-            ok = z >= need and UP in cfg.directions
-            ok = ok and (cfg.transform != "count" or x >= cfg.min_volume)
-            st.streak_up, st.streak_down = (st.streak_up + 1 if ok else 0), 0
-            if ok and st.streak_up >= cfg.spike_persistence and self._cool(st.last_up_ms, start_ms):
-                alert, st.last_up_ms = UP, start_ms
-        else:
-            need, rule = _lowest((need_down, PEAK), (range_down, RANGE))
-            ok = -z >= need and DOWN in cfg.directions
-            ok = ok and (cfg.transform != "count" or self.inverse(exp_y) >= cfg.min_expected)
-            st.streak_up, st.streak_down = 0, (st.streak_down + 1 if ok else 0)
-            cool = self._cool(st.last_down_ms, start_ms)
-            if ok and st.streak_down >= cfg.drop_persistence and cool:
-                alert, st.last_down_ms = DOWN, start_ms
-        step = None
-        if full or alert is not None:
-            step = self._describe(
-                start_ms, x, exp_y, z, peak_up if z >= 0 else peak_down, scale, need, unit,
-                alert, rule,
-            )  # fmt: skip
-        self._learn(st, hour, weekday, y, resid, scale, z, start_ms)
-        st.day_high = x if st.day_high is None else max(st.day_high, x)
-        st.day_low = x if st.day_low is None else min(st.day_low, x)
-        return step
+        up = _lowest((need_up, PEAK), (range_up, RANGE), (burst_up, BURST))
+        down = _lowest((need_down, PEAK), (range_down, RANGE))
+        return _Bars(
+            hour, weekday, exp_y, scale, up[0], up[1], down[0], down[1], peak_up, peak_down
+        )
 
     def _describe(
         self,

@@ -29,12 +29,15 @@ from pipeline.detection.detector import (
     Detector,
     DetectorSettings,
     DetectorState,
+    SpikeBar,
     Step,
 )
 from pipeline.detection.settings import SERIES, DetectionSettings
 from pipeline.model import records
 from pipeline.windows.arithmetic import rfc3339
 
+# Series whose window value only grows as the window fills (with non-negative weights)
+COUNT_SERIES = ("engagement", "mentions")
 _LABELS = {
     "engagement": "Weighted engagement",
     "engagement_rate": "The engagement rate",
@@ -132,6 +135,20 @@ class Detection:
             det = Detector(self.cfg.settings_for(key[0], series), self.cfg.window_s)
             self._detectors[key] = det
         return det
+
+    def spike_bars(self, acc: AccountSeries, account: str, start_ms: int) -> dict[str, SpikeBar]:
+        """The bars the account's window starting at `start_ms` must clear for a spike
+        alert, by series (of `series`): known once the window before it was fed."""
+        if acc.through_ms != start_ms - self.size_ms:
+            return {}
+        bars = {}
+        for series in self.cfg.series:
+            st = acc.states.get(series)
+            if st is not None and series in COUNT_SERIES:
+                bar = self.detector(account, series).spike_bar(st, start_ms)
+                if bar is not None:
+                    bars[series] = bar
+        return bars
 
     def last_final_start(self, through_ms: int | None, grace_ms: int) -> int | None:
         """The start of the newest window of the detection size that is final."""
@@ -247,13 +264,27 @@ class Detection:
                 res.found.append(Found(account, series, step))
 
 
-def build_alert(f: Found, size_s: int, cfg: DetectorSettings) -> dict[str, Any]:
+def alert_type(series: str, direction: str) -> str:
+    up_type, down_type, _ = SERIES[series]
+    return up_type if direction == UP else down_type
+
+
+def alert_id(account: str, series: str, direction: str, size_s: int, start_ms: int) -> str:
+    kind = alert_type(series, direction)
+    return records.alert_id("detector", kind, account, series, size_s, start_ms)
+
+
+def build_alert(
+    f: Found, size_s: int, cfg: DetectorSettings, *, early: bool = False
+) -> dict[str, Any]:
     """The alert.v1 record of one detection: what was observed, what was expected, the
     threshold and the rule that qualified it (`cfg`: the series' detector settings);
-    never message text (series are counts and shares)."""
+    never message text (series are counts and shares). `early`: raised while the
+    window was open, `observed` being its value then."""
     s = f.step
-    up_type, down_type, metric = SERIES[f.series]
-    kind = up_type if s.alert == UP else down_type
+    assert s.alert is not None
+    metric = SERIES[f.series][2]
+    kind = alert_type(f.series, s.alert)
     start, end = s.start_ms, s.start_ms + size_s * 1000
     share = f.series in ("negative_share", "share_of_voice")
 
@@ -284,12 +315,17 @@ def build_alert(f: Found, size_s: int, cfg: DetectorSettings) -> dict[str, Any]:
             f"alerts start at {ratio_needed:g}x."
         )
     message = (
-        f"{_LABELS[f.series]} was {fmt(s.observed)} in the {size_s // 60} min window from "
+        f"{_LABELS[f.series]} {'reached' if early else 'was'} {fmt(s.observed)} in the "
+        f"{size_s // 60} min window from "
         f"{rfc3339(start)}, against about {fmt(s.expected)} expected for this hour; the "
         f"alert threshold was {fmt(s.threshold)} ({direction}). {why}"
     )
+    extra: dict[str, Any] = {}
+    if early:
+        message += " Raised while the window was still open."
+        extra["early"] = True
     return records.alert(
-        ident=records.alert_id("detector", kind, f.account, f.series, size_s, start),
+        ident=alert_id(f.account, f.series, s.alert, size_s, start),
         type=kind,
         severity=s.severity,
         account_id=f.account,
@@ -301,4 +337,5 @@ def build_alert(f: Found, size_s: int, cfg: DetectorSettings) -> dict[str, Any]:
         expected=s.expected,
         threshold=s.threshold,
         message=message,
+        **extra,
     )

@@ -25,6 +25,7 @@ from pipeline.responses import snapshot as response_snapshot
 from pipeline.responses.tracker import ResponseTracker
 from pipeline.windows import status, thresholds
 from pipeline.windows.aggregator import Aggregator, FinalWindow, PartitionState
+from pipeline.windows.early import EarlyAlerts, Raised
 from pipeline.windows.valve import SETTLE_MS, Sources
 
 WINDOW, ALERT, DEADLETTER = "window", "alert", "deadletter"  # the topics effects go to
@@ -104,6 +105,8 @@ class _Partition:
     # backlog (their deltas were lost in the crash); closing first would make them late.
     catch_up: int | None = None
     next_offset: int | None = None  # of the internal topic: the next message to read
+    # Restored: look at every open window for early alerts a crash left undecided
+    recheck: bool = False
 
 
 class PartitionProcessor:
@@ -114,6 +117,8 @@ class PartitionProcessor:
         detection: Detection,
         rules: Sequence[ThresholdRule],
         limits: Limits | None = None,
+        *,
+        early: bool = True,
     ) -> None:
         self.aggregator = aggregator
         self.tracker = tracker
@@ -121,6 +126,8 @@ class PartitionProcessor:
         self.rules = tuple(rules)
         self.limits = limits or Limits()
         self.parts: dict[int, _Partition] = {}
+        found = EarlyAlerts(self.rules, detection, aggregator.cfg)
+        self.early = found if early and found.enabled else None
 
     def _p(self, p: int) -> _Partition:
         if p not in self.parts:
@@ -146,6 +153,7 @@ class PartitionProcessor:
         part = self.parts[p] = _Partition()
         part.outbox, part.outbox_parts = restored.outbox, restored.outbox_parts
         part.catch_up = backlog_end or None
+        part.recheck = True
         if wall_ms is not None:
             restored.state.sources = Sources(
                 self.aggregator.cfg.source_stale_ms,
@@ -205,6 +213,8 @@ class PartitionProcessor:
         part.next_offset = offset + 1
         if part.outbox_parts:
             self._republish(p, state, part, step.effects)
+        if part.recheck:
+            self._recheck(p, state, part, step.effects)
         if rows:
             self._apply_rows(p, state, rows, offset, wall_ms, step)
         if report:
@@ -225,6 +235,8 @@ class PartitionProcessor:
             return step
         if part.outbox_parts:
             self._republish(p, state, part, step.effects)
+        if part.recheck:
+            self._recheck(p, state, part, step.effects)
         self._close(p, state, wall_ms, mono_s, True, step)
         return step
 
@@ -240,6 +252,7 @@ class PartitionProcessor:
     ) -> None:
         applied = self.aggregator.apply_batch(state, rows, offset, wall_ms)
         if applied.skipped:
+            state.touched.clear()
             return
         seen = step.observed
         # Dead letters first, acknowledged before the delta: once the delta is durable
@@ -256,6 +269,12 @@ class PartitionProcessor:
             )
             seen.rows = applied.delta.rows
             self.tracker.apply_rows(state.responses, applied.delta.response_rows())
+        if self.early is None:
+            state.touched.clear()
+        else:
+            raised = self.early.after_rows(state)
+            if raised:  # after the delta they count
+                self._publish(p, state, _early_outbox(raised), step.effects)
         seen.duplicates, seen.late_counted = applied.duplicates, applied.late_counted
         seen.too_late = len(applied.too_late)
         seen.oldest_ms = min(wire.row_src(r)[3] for r in rows)
@@ -274,11 +293,18 @@ class PartitionProcessor:
         response clock's alerts; snapshot and prune after publishing, or when asked."""
         part, effects = self._p(p), step.effects
         part.last_close_ms = wall_ms
+        before = state.emitted_through_ms
         records = self.aggregator.close_windows(state, wall_ms, max_windows=self.limits.max_close)
         outbox = self._outputs(state, records)
+        fed: set[str] = set()
         if records or part.detection_behind or part.detected_through != state.emitted_through_ms:
             part.detected_through = state.emitted_through_ms
-            outbox += self._detection_outputs(part, state, records)
+            outbox += self._detection_outputs(part, state, records, fed)
+        if self.early is not None:
+            if state.early:
+                self.early.settle(state)
+            # windows the close made certain, published by the same marker
+            outbox += _early_outbox(self.early.after_close(state, before, fed))
         if state.watermark.floor_ms is not None:
             outbox += self._response_outputs(state, state.watermark.floor_ms, step.observed)
         if outbox:
@@ -314,6 +340,17 @@ class PartitionProcessor:
         effects.append(Barrier())
         # 3. to 5. The outputs themselves, acknowledged; then the marker without them.
         self._send(p, state, outbox, len(parts), effects)
+
+    def _recheck(
+        self, p: int, state: PartitionState, part: _Partition, effects: list[Effect]
+    ) -> None:
+        """Restored: an early alert whose rows were durable and whose publication was
+        not is decided again on the same state, so it is the same record."""
+        part.recheck = False
+        if self.early is not None:
+            raised = self.early.everything(state)
+            if raised:
+                self._publish(p, state, _early_outbox(raised), effects)
 
     def _republish(
         self, p: int, state: PartitionState, part: _Partition, effects: list[Effect]
@@ -385,15 +422,20 @@ class PartitionProcessor:
             for alert in thresholds.evaluate(
                 rec, final.start_ms, final.end_ms, self.rules, state.cooldowns
             ):
-                out.append([ALERT, rec["account_id"], orjson.dumps(alert).decode(), newest])
+                if state.early.pop(alert["alert_id"], None) is None:  # else raised early
+                    out.append([ALERT, rec["account_id"], orjson.dumps(alert).decode(), newest])
         return out
 
     def _detection_outputs(
-        self, part: _Partition, state: PartitionState, records: list[FinalWindow]
+        self,
+        part: _Partition,
+        state: PartitionState,
+        records: list[FinalWindow],
+        fed: set[str],
     ) -> list[list[Any]]:
         """Spike/drop alerts of the windows now final, and the detector state of every
-        account that moved: both are published by the same marker. At most
-        `detect_per_close` windows are fed per close; the rest on the next ones."""
+        account that moved (added to `fed`): both are published by the same marker. At
+        most `detect_per_close` windows are fed per close; the rest on the next ones."""
         det = self.detection
         adv = det.advance(
             state.detection,
@@ -403,10 +445,12 @@ class PartitionProcessor:
             budget=self.limits.detect_per_close,
         )
         part.detection_behind = adv.behind
+        fed.update(adv.changed)
         out: list[list[Any]] = []
         for f in adv.found:
             alert = build_alert(f, det.cfg.window_s, det.detector(f.account, f.series).cfg)
-            out.append([ALERT, f.account, orjson.dumps(alert).decode(), 0])
+            if state.early.pop(alert["alert_id"], None) is None:  # else raised early
+                out.append([ALERT, f.account, orjson.dumps(alert).decode(), 0])
         for account in sorted(adv.changed):
             value = orjson.dumps(state.detection[account].to_json()).decode()
             out.append(["detector", account, value, 0])
@@ -423,3 +467,7 @@ class PartitionProcessor:
             [ALERT, d.account, orjson.dumps(response_alerts.build(d)).decode(), 0]
             for d in advanced.decisions
         ]
+
+
+def _early_outbox(raised: list[Raised]) -> list[list[Any]]:
+    return [[ALERT, r.account, orjson.dumps(r.record).decode(), r.newest_ms] for r in raised]

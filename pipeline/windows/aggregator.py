@@ -155,11 +155,17 @@ class Aggregator(Retention):
                     keys = state.by_end[end] = []
                     heapq.heappush(state.ends, end)
                 keys.append(key)
+                group = state.groups.get((account, size, start))
+                if group is None:
+                    state.groups[(account, size, start)] = [channel]
+                else:
+                    group.append(channel)
             if ts > agg.max_event_ms:
                 agg.max_event_ms = ts
             if broker_ms > agg.newest_broker_ms:
                 agg.newest_broker_ms = broker_ms
             if interaction:
+                state.touched.add(key)
                 agg.counts[kind] = agg.counts.get(kind, 0) + 1
                 if actor is not None:
                     agg.actors.add(actor)
@@ -217,8 +223,10 @@ class Aggregator(Retention):
             return []
         final.sort(key=lambda k: (k[3] + k[2], k[2], k[0], k[1]))
         records = []
+        groups = state.groups
         for k in final:
             agg = state.windows.pop(k)
+            groups.pop((k[0], k[2], k[3]), None)
             records.append(
                 FinalWindow(k[3], k[3] + k[2], self.record(state, k, agg), agg.newest_broker_ms)
             )

@@ -29,6 +29,7 @@ class Retention:
         """Rebuild a partition's state from its marker and retained deltas (any order)."""
         state.emitted_through_ms = marker.get("emitted_through_ms")
         state.cooldowns = dict(marker.get("cooldowns", {}))
+        state.early = dict(marker.get("early", {}))
         wm = state.watermark
         wm.floor_ms = marker.get("watermark_ms")
         # Followers levels whose deltas may have been pruned (see `marker`)
@@ -56,6 +57,7 @@ class Retention:
             "emitted_through_ms": state.emitted_through_ms,
             "watermark_ms": state.watermark.floor_ms,
             "cooldowns": state.cooldowns,
+            "early": state.early,
             "seq": state.seq,
             "applied_offset": state.applied_offset,
             "followers": self._followers_before_cutoff(state),

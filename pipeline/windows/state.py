@@ -60,6 +60,14 @@ class PartitionState:
     deltas: deque[tuple[int, int, int]] = field(default_factory=deque)
     responses: ResponseState = field(default_factory=ResponseState)
     detection: dict[str, AccountSeries] = field(default_factory=dict)  # account -> series
+    # Alerts raised while their window was open, not yet settled by its close:
+    # alert_id -> [window end ms, account for a detector alert or ""]. In the marker.
+    early: dict[str, list[Any]] = field(default_factory=dict)
+    # Derived, never persisted. Interaction windows the current batch added to (early
+    # alerts look at these); the channels of each open (account, size, start).
+    touched: set[WindowKey] = field(default_factory=set)
+    groups: dict[tuple[str, int, int], list[str]] = field(default_factory=dict)
+    spike_bars: dict[str, tuple[Any, tuple[int, int], dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

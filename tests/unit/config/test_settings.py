@@ -149,6 +149,18 @@ def test_engagement_config_names_the_file(tmp_path: Path) -> None:
     assert s.web_port == 9999
 
 
+def test_early_alerts_are_on_by_default_and_turned_off_by_file_or_environment(
+    tmp_path: Path,
+) -> None:
+    assert load(env={}).early_alerts is True
+    path = write(tmp_path, "[alerts]\nearly = false\n")
+    assert load(path, env={}).early_alerts is False
+    assert load(path, env={"ENGAGEMENT_EARLY_ALERTS": "true"}).early_alerts is True
+    assert load(env={"ENGAGEMENT_EARLY_ALERTS": "false"}).early_alerts is False
+    bad = write(tmp_path, "[alerts]\nearly = 1\n")
+    assert "alerts.early" in problems_of(bad, {})
+
+
 def test_environment_alone_without_a_file() -> None:
     s = load(env={"ENGAGEMENT_BROKER": "kafka://k1:9092,k2:9092", "ENGAGEMENT_GRACE_S": "0"})
     assert s.bootstrap_servers == "k1:9092,k2:9092"

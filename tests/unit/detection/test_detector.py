@@ -608,3 +608,61 @@ def test_a_value_beyond_the_recent_range_is_a_spike_when_the_range_rule_is_on() 
         det.step(st, START_MS + i * STEP_S * 1000, v)
     t = START_MS + len(values) * STEP_S * 1000
     assert det.step(st, t, high + 0.05 * (high - low) + 0.01).alert is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.floats(min_value=0, max_value=500, allow_nan=False), min_size=1, max_size=400),
+    st.sampled_from(["count", "log", "share"]),
+    st.lists(st.floats(min_value=0, max_value=2_000, allow_nan=False), min_size=1, max_size=6),
+    st.integers(1, 2),
+)
+def test_the_spike_bar_decides_as_the_feed_and_only_grows_more_true(
+    values: list[float], transform: str, probes: list[float], persistence: int
+) -> None:
+    """Before each window: whatever value it ends with, `spike_bar` says it raises a spike
+    exactly when feeding that value would, with the same Step; and any larger value
+    raises it too (so a running count that clears the bar is already the decision)."""
+    cfg = DetectorSettings(
+        transform=transform, min_history_days=1, history_floor=0.5, min_volume=3.0,
+        spike_persistence=persistence, cooldown_s=7_200,
+    )  # fmt: skip
+    det = Detector(cfg, STEP_S)
+    state = DetectorState()
+    for i, v in enumerate(values):
+        start = START_MS + i * 3_600_000  # hourly: days pass quickly
+        before = state.to_json()
+        bar = det.spike_bar(state, start)
+        assert state.to_json() == before  # the state is not changed
+        for x in sorted({*probes, v, v * 3}):
+            fed = det.feed(clone(state), start, x)
+            spike = fed if fed is not None and fed.alert == UP else None
+            got = bar.alert(x) if bar is not None else None
+            assert got == spike, (i, x)
+            if got is not None:
+                assert bar is not None and bar.alert(x * 1.5 + 1) is not None
+        det.feed(state, start, v)
+
+
+def test_the_spike_bar_of_a_real_spike_is_cleared_by_part_of_its_count() -> None:
+    """On the eventful series (a tenfold spike on day 3): the bar is known before the
+    spike's window, a third of its final count already clears it, and the alert that
+    bar gives is the one the feed of the final count gives, value and severity aside."""
+    values = eventful()
+    det, state = Detector(DEFAULTS, STEP_S), DetectorState()
+    spike = at(3, 8, 20)
+    bars = 0
+    for i, v in enumerate(values):
+        start = START_MS + i * STEP_S * 1000
+        bar = det.spike_bar(state, start)
+        bars += bar is not None
+        if i == spike:
+            assert bar is not None and bar.alert(v / 3) is not None
+            early, final = bar.alert(v / 3), det.feed(clone(state), start, v)
+            assert early is not None and final is not None and final.alert == UP
+            assert (early.threshold, early.expected, early.rule) == (
+                final.threshold, final.expected, final.rule,
+            )  # fmt: skip
+            assert early.threshold is not None and bar.alert(0.5 * early.threshold) is None
+        det.feed(state, start, v)
+    assert bars > 3 * PER_DAY  # known for most windows once the history is there

@@ -67,15 +67,20 @@ Input = tuple[str, Any]  # ("batch", rows) or ("tick", None)
 
 
 def scenario(seed: int) -> list[Input]:
-    """Two days of two accounts in hourly batches: a daily rhythm with a spike once a
-    whole day has been seen (a detector alert), busy windows over the threshold,
-    DMs answered late or never (SLA warnings and breaches), exposure, duplicates,
-    neighbours out of order, and rows far too late (dead letters)."""
+    """Two days of two accounts in hourly batches, the last hour live (a batch per
+    third of a 5-minute window): a daily rhythm with a spike once a whole day has been
+    seen (a detector alert), busy windows over the threshold, DMs answered late or
+    never (SLA warnings and breaches), exposure, duplicates, neighbours out of order,
+    and rows far too late (dead letters). In the live hour acme's spike crosses both
+    bars in the second third of its window (raised early by the rows; the last third
+    adds more) and globex is busy in the first third of another (raised early by the
+    close that makes the window before it final)."""
     rng = random.Random(seed)
     inputs: list[Input] = []
     inbound: list[tuple[str, str, int]] = []
     start = BASE - BASE % DAY  # a midnight: the first day is whole
-    spike = start + 25 * HOUR
+    live = start + 26 * HOUR
+    spike, busy = live + 30 * MIN, live + 40 * MIN
     n = 0
     for hour in range(27):
         t = start + hour * HOUR
@@ -85,12 +90,16 @@ def scenario(seed: int) -> list[Input]:
             for slot in range(12):
                 t5 = t + slot * 5 * MIN
                 count = rng.randint(t5 == start, int(2 * per_5min))  # from midnight: a whole day
-                count = 40 if account == "acme" and t5 == spike else count
-                for _ in range(count):
+                count = 40 if (account, t5) == ("acme", spike) else count
+                count = 10 if (account, t5) == ("globex", busy) else count
+                for i in range(count):
                     n += 1
                     kind = rng.choice(["like"] * 12 + ["comment", "share", "dm", "mention"])
                     priority = rng.choice(["normal", "high", "urgent"])
                     ts = t5 + rng.randint(0, 5 * MIN - 1)
+                    if t5 in (spike, busy) and count > 5:  # which third of the window
+                        third = (0 if i < 3 else 1 if i < 23 else 2) if t5 == spike else 0
+                        ts = t5 + third * 100_000 + rng.randint(0, 99_999)
                     rows.append(row(f"e{n}", ts, kind, account, priority=priority))
                     if kind == "dm":
                         inbound.append((account, f"e{n}", ts))
@@ -108,9 +117,18 @@ def scenario(seed: int) -> list[Input]:
             rows.append(row(f"late{hour}", t - 3 * HOUR, "like", "globex"))  # far too late
         if inputs and rng.random() < 0.2:
             rows += inputs[-1][1][:5] if inputs[-1][0] == "batch" else []  # redelivered
-        inputs.append(("batch", rows))
-        if rng.random() < 0.5:
-            inputs.append(("tick", None))
+        if t < live:
+            batches = [rows]
+        else:  # live: a batch per third of a window, in event time order
+            thirds: dict[int, list[wire.Row]] = {}
+            for r in rows:
+                ts = r[wire.I_TS] if r[0] == wire.INTERACTION else r[wire.X_TS]
+                thirds.setdefault((ts - t) // 100_000, []).append(r)
+            batches = [thirds[h] for h in sorted(thirds)]
+        for batch in batches:
+            inputs.append(("batch", batch))
+            if rng.random() < 0.5:
+                inputs.append(("tick", None))
     # Past every SLA (4 h after the last message): nothing is left to come due.
     inputs.append(("batch", [row("flush", start + 2 * DAY, "like", "zz")]))
     inputs += [("tick", None)] * 2
@@ -262,6 +280,8 @@ def test_a_crash_at_any_effect_publishes_what_an_uninterrupted_run_publishes(see
     # the scenario exercises what it claims
     types = {a["type"] for a in truth["alert"].values()}
     assert {"threshold_above", "engagement_spike"} <= types, types
+    early = {a["type"] for a in truth["alert"].values() if a.get("early")}
+    assert {"threshold_above", "engagement_spike"} <= early, early
     assert {"response_sla_warning", "response_sla_breach"} <= types, types
     assert len(truth["window"]) > 500 and truth["deadletter"]
     total = sum(len(e) for e in r.effects)
