@@ -1,10 +1,12 @@
 """Aggregator agent: the faust shell of `pipeline.durability.processor`. It locks a
 partition, restores it from the changelog (`pipeline.durability.restore`), hands
-each message of the internal topic and each tick to the processor, and performs
-the effects it returns in order: changelog records (straight to the producer, so
-faust's flush before each offset commit covers them), publications, and barriers
-that wait for every delivery before. The durability order of a close is the
-processor's `_publish`. A failed delivery exits the worker (agents/delivery.py).
+each message of the internal topic and each tick to the processor, and has the
+partition's task (agents/effects.py) perform the effects it returns in order:
+changelog records (straight to the producer, so faust's flush before each offset
+commit covers them), publications, and barriers that wait for every delivery
+before. A message is acknowledged once its effects are performed. The durability
+order of a close is the processor's `_publish`. A failed delivery exits the
+worker (agents/delivery.py).
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from faust.types import TP
 
 from agents import status
 from agents.delivery import Deliveries, fatal_on_failure, write_changelog
+from agents.effects import Done, PartitionEffects
 from pipeline.durability.processor import (
     ALERT,
     DEADLETTER,
@@ -57,6 +61,7 @@ class PartitionWork:
         self.observer = StepMetrics(rt.metrics, rt.labels, frozenset(s.metrics_channels))
         self.locks: dict[int, asyncio.Lock] = {}
         self.deliveries = Deliveries()
+        self.effects = PartitionEffects(self.perform)
         self.consumer_lag: dict[tuple[str, int], int] = {}  # measured each tick
         self.last_status = self.last_labels = 0.0
 
@@ -86,12 +91,14 @@ class PartitionWork:
         return restored.state
 
     def drop(self, p: int) -> None:
-        """Forget a partition this worker no longer owns."""
+        """Forget a partition this worker no longer owns (its effects drained)."""
         self.rt.states.pop(p, None)
         self.processor.drop(p)
+        self.effects.drop(p)
         self.deliveries.drop(p)
 
-    async def apply(self, p: int, offset: int, raw: bytes) -> None:
+    async def apply(self, p: int, offset: int, raw: bytes, done: Done | None = None) -> None:
+        """One message of the internal topic; `done` acknowledges it, once performed."""
         rows, report = wire.decode_message(raw)
         state = self.state(p)
         now = int(time.time() * 1000)
@@ -103,7 +110,7 @@ class PartitionWork:
                 step.observed.skipped_offsets,
                 offset,
             )
-        await self.perform(p, step)
+        await self.effects.submit(p, step, done, self.processor.published(p))
 
     async def perform(self, p: int, step: Step) -> None:
         """The effects in order; then what the step saw, into the metrics."""
@@ -137,17 +144,18 @@ class PartitionWork:
                     continue
                 if inputs is not None:
                     state.sources.expected = inputs
-                await self.perform(p, self.processor.tick(p, state, wall_ms, time.monotonic()))
+                step = self.processor.tick(p, state, wall_ms, time.monotonic())
+                await self.effects.submit(p, step, None, self.processor.published(p))
         if time.monotonic() - self.last_status > STATUS_EVERY_S:
             self.last_status = time.monotonic()
-            status.log_partitions(rt, self.processor, wall_ms)
+            status.log_partitions(rt, self.processor, wall_ms, self.effects.published)
         self.consumer_lag = await status.consumer_lag(rt)
         if time.monotonic() - self.last_labels > LABELS_EVERY_S:
             self.last_labels = time.monotonic()
             self.observer.refresh_labels()
 
     def status(self, wall_ms: int) -> dict[str, Any]:
-        return status.document(self.rt, self.processor, wall_ms)
+        return status.document(self.rt, self.processor, wall_ms, self.effects.published)
 
 
 def register(rt: Runtime) -> PartitionWork:
@@ -155,16 +163,19 @@ def register(rt: Runtime) -> PartitionWork:
     status.register_gauges(rt, work.processor, lambda: work.consumer_lag)
 
     async def aggregate(stream: Any) -> None:
-        async for event in stream.events():
+        # acknowledged by the partition's effects task once the step is performed
+        manual = stream.noack()
+        async for event in manual.events():
             msg = event.message
             async with work.lock(msg.partition):
-                await work.apply(msg.partition, msg.offset, msg.value)
+                await work.apply(msg.partition, msg.offset, msg.value, partial(manual.ack, event))
 
     async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         events = rt.events_topic.get_topic_name()
         for tp in revoked:
             if tp.topic == events:
                 async with work.lock(tp.partition):  # a tick's step in progress ends first
+                    await work.effects.drain(tp.partition)  # a tick's, queued
                     work.drop(tp.partition)
         # faust flushed the producer before this signal; a tick's step may have written
         # since. The changelog's recovery, next, reads the log up to its end as it is

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from agents.context import Runtime
 
 log = logging.getLogger("engagement.aggregate")
+Published = Callable[[int], int | None]
 
 
 def input_partitions(rt: Runtime) -> frozenset[str] | None:
@@ -35,8 +36,11 @@ def input_partitions(rt: Runtime) -> frozenset[str] | None:
     return frozenset(out)
 
 
-def document(rt: Runtime, processor: PartitionProcessor, wall_ms: int) -> dict[str, Any]:
-    """The status document of the partitions this worker owns."""
+def document(
+    rt: Runtime, processor: PartitionProcessor, wall_ms: int, published: Published
+) -> dict[str, Any]:
+    """The status document of the partitions this worker owns; `published` says how
+    far each partition's performed effects have published."""
     consumer = rt.app.consumer
     events = rt.events_topic.get_topic_name()
     owned: dict[int, dict[str, Any]] = {}
@@ -45,7 +49,7 @@ def document(rt: Runtime, processor: PartitionProcessor, wall_ms: int) -> dict[s
             high = consumer.highwater(TP(events, p))
         except Exception:  # moving in a rebalance
             high = None
-        owned[p] = processor.status(p, state, wall_ms, backlog_end=high)
+        owned[p] = processor.status(p, state, wall_ms, backlog_end=high, published=published)
     changelog = rt.state_table.changelog_topic.get_topic_name()
     urls = rt.app.assignor._tps_url  # type: ignore[attr-defined]
     owners = {
@@ -58,10 +62,13 @@ def document(rt: Runtime, processor: PartitionProcessor, wall_ms: int) -> dict[s
     )
 
 
-def log_partitions(rt: Runtime, processor: PartitionProcessor, wall_ms: int) -> None:
+def log_partitions(
+    rt: Runtime, processor: PartitionProcessor, wall_ms: int, published: Published
+) -> None:
     """One line per partition: where its watermark stands and what holds it."""
     for p, state in sorted(rt.states.items()):
-        log.info("partition %d: %s", p, status.summary(processor.status(p, state, wall_ms)))
+        view = processor.status(p, state, wall_ms, published=published)
+        log.info("partition %d: %s", p, status.summary(view))
 
 
 async def consumer_lag(rt: Runtime) -> dict[tuple[str, int], int]:

@@ -8,7 +8,7 @@ The durability order of a close is `_publish`, in numbered steps."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,10 +175,16 @@ class PartitionProcessor:
         return p in self.parts and self.parts[p].catch_up is not None
 
     def status(
-        self, p: int, state: PartitionState, wall_ms: int, backlog_end: int | None = None
+        self,
+        p: int,
+        state: PartitionState,
+        wall_ms: int,
+        backlog_end: int | None = None,
+        published: Callable[[int], int | None] | None = None,
     ) -> dict[str, Any]:
         """Partition p in the status document; its lag is known when the internal
-        topic's end offset (`backlog_end`) is."""
+        topic's end offset (`backlog_end`) is. `published`: what the partition has
+        published as far as its effects are performed (default: as decided)."""
         part = self.parts.get(p)
         nxt = part.next_offset if part else None
         lag = None
@@ -187,7 +193,7 @@ class PartitionProcessor:
         return status.partition_status(
             state,
             self.aggregator.cfg,
-            published_ms=self.published(p),
+            published_ms=(published or self.published)(p),
             catching_up=self.catching_up(p),
             lag=lag,
             wall_ms=wall_ms,
