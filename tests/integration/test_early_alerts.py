@@ -90,7 +90,9 @@ def test_a_threshold_crossed_in_an_open_window_alerts_before_the_window_closes(
     time.sleep(2)  # anything the close might still send
     assert [a["alert_id"] for a in mine(env.read("engagement.alerts"))] == [alert["alert_id"]]
     # the id and decision of the close, had the alert waited for it
-    rules = (thresholds.ThresholdRule("busy", "volume", "above", 5, ("acme",), 60, "critical", 120),)
+    rules = (
+        thresholds.ThresholdRule("busy", "volume", "above", 5, ("acme",), 60, "critical", 120),
+    )
     [closing] = thresholds.evaluate(window, START, START + 60_000, rules, {})
     assert (closing["alert_id"], closing["type"], closing["observed"]) == (
         alert["alert_id"],
