@@ -11,7 +11,7 @@ IT_JOBS ?= 2
 PYTEST := $(BIN)/python -m pytest --dist loadfile
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit test-integration test-apache-kafka test-apache-kafka-if-present lint bench bench-latency bench-throughput bench-restart bench-detection clean
+.PHONY: help install demo test test-unit test-integration test-apache-kafka test-apache-kafka-if-present lint bench bench-latency bench-throughput bench-restart bench-soak bench-detection clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -70,6 +70,9 @@ bench-throughput: $(STAMP) ## the worker alone against a raw consumer (200k even
 
 bench-restart: $(STAMP) ## restart time after kill -9 with 1M events of state, against a clean start
 	$(BIN)/python bench/restart.py --events 1000000
+
+bench-soak: $(STAMP) ## resident memory over 10M events once the dedup horizon is full; counts exact
+	$(BIN)/python bench/soak.py
 
 bench-detection: $(STAMP) ## NAB scores of the detector, leave-one-category-out over 53 labeled series
 	$(BIN)/python bench/detection.py

@@ -33,6 +33,7 @@ from pipeline.responses.settings import ResponseSettings
 # reply is settled before the deadline it meets is judged.
 FIRST, WARN, BREACH, ORPHAN, DEGRADE = range(5)
 WARNED, BREACHED = 1, 2
+MIN_DUE_LIMIT = 65_536  # `due` is never compacted below this many items
 
 InboundKey = tuple[str, str]  # (channel, event_id) within one account
 TableKey = tuple[str, str, str, str]  # channel, kind, priority, issue_type ("" if none)
@@ -97,6 +98,8 @@ class ResponseState:
     expiries: list[tuple[int, str, str, str]] = field(default_factory=list)  # ts, account, key
     tracked: int = 0
     orphan_count: int = 0
+    # `due` is compacted once it grows past this (see ResponseTracker._compact_due).
+    due_limit: int = field(default_factory=lambda: MIN_DUE_LIMIT)
     # The last durable snapshot: it covers deltas up to snap_seq, in snap_parts
     # changelog records of generation snap_gen.
     snap_seq: int = 0
@@ -149,6 +152,8 @@ class ResponseTracker:
         self.schedule_sla(st, account, key, entry)
         while st.tracked > self.cfg.max_tracked_per_partition and st.expiries:
             self._drop_oldest(st, "evicted")
+        if len(st.due) > st.due_limit:
+            self._compact_due(st)
 
     def _reply(self, st: ResponseState, row: wire.Row) -> None:
         account, channel, ts = row[wire.I_ACCOUNT], row[wire.I_CHANNEL], row[wire.I_TS]
@@ -339,6 +344,29 @@ class ResponseTracker:
             heapq.heappush(st.due, (end + step, DEGRADE, *key))
         else:
             st.buckets.pop(key, None)
+
+    @staticmethod
+    def _compact_due(st: ResponseState) -> None:
+        """Drop the scheduled items that can no longer do anything: those of inbound
+        messages forgotten (evicted, expired) or already answered. Eviction would
+        otherwise leave two items per evicted message until its SLA deadline, hours of
+        event time, and memory would grow past `max_tracked_per_partition`. What is
+        kept is what a restore from a snapshot schedules (pipeline.responses.snapshot),
+        so decisions are the same. Amortized: the next compaction is half as many
+        items again away."""
+
+        def live(item: tuple[Any, ...]) -> bool:
+            action = item[1]
+            if action not in (FIRST, WARN, BREACH):
+                return True
+            entry = st.inbound.get(item[2], {}).get((item[3], item[4]))
+            if entry is None:
+                return False
+            return bool(entry.replies) if action == FIRST else entry.first_ms is None
+
+        st.due = [item for item in st.due if live(item)]
+        heapq.heapify(st.due)
+        st.due_limit = max(MIN_DUE_LIMIT, len(st.due) + len(st.due) // 2)
 
     def _drop_oldest(self, st: ResponseState, reason: str) -> None:
         """Forget the oldest tracked inbound message (expired, or evicted for room)."""

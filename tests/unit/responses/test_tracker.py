@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from pipeline.responses import alerts as response_alerts
 from pipeline.responses import sketch
 from pipeline.responses import snapshot as response_snapshot
+from pipeline.responses import tracker as tracker_module
 from pipeline.responses.business_hours import Calendar
 from pipeline.responses.settings import ResponseSettings, SlaRule
 from pipeline.responses.tracker import ResponseState, ResponseTracker
@@ -270,6 +271,40 @@ def test_tracking_is_bounded_oldest_first_and_counted() -> None:
     feed(tracker, st, reply("r0", START + 10 * MIN, "m0"))  # its message was dropped
     tracker.advance(st, START + 3 * HOUR)
     assert account_view("acme", st, None)["unmatched_replies"] == 1
+
+
+def test_the_schedule_stays_bounded_when_inbound_are_evicted(monkeypatch: Any) -> None:
+    # Each evicted message left its warning and breach items behind until their
+    # deadlines (hours of event time): memory grew past max_tracked_per_partition.
+    monkeypatch.setattr(tracker_module, "MIN_DUE_LIMIT", 16)
+    cfg = dataclasses.replace(CFG, max_tracked_per_partition=100)
+    tracker, st = ResponseTracker(cfg), ResponseState()
+    feed(tracker, st, *(dm(f"m{i}", START + i * 1000) for i in range(5000)))
+    assert st.tracked == 100
+    live = 2 * st.tracked  # a warning and a breach each
+    assert live <= len(st.due) <= live + live // 2 + 16
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_compacting_the_schedule_changes_no_decision(seed: int) -> None:
+    data = conv.generate(seed, start_ms=START, inbound=150)
+    final = data.events[-1]["ts"] + 2 * HOUR
+    tracker = ResponseTracker(dataclasses.replace(CFG, max_tracked_per_partition=40))
+    plain, plain_alerts = run(tracker, data.events, seed, final)
+    saved = tracker_module.MIN_DUE_LIMIT
+    try:
+        tracker_module.MIN_DUE_LIMIT = 4  # compacted after nearly every message
+        compacted, compacted_alerts = run(tracker, data.events, seed, final)
+    finally:
+        tracker_module.MIN_DUE_LIMIT = saved
+
+    def decided(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in a.items() if k != "emitted_at"} for a in alerts]
+
+    assert decided(compacted_alerts) == decided(plain_alerts)
+    for account in ("acme", "globex", "initech"):
+        assert account_view(account, compacted, None) == account_view(account, plain, None)
 
 
 def test_inbound_past_the_horizon_expire_and_are_counted() -> None:
