@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -20,7 +19,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
-from harness import KINDS, BenchError, Procs, broker_and_processes
+from harness import KINDS, BenchError, Procs, run_and_report
 from kafka import KafkaAdminClient
 from restart import read_all
 from throughput import make_events, produce, raw_baseline, run_worker
@@ -432,19 +431,7 @@ def main() -> int:
     args = ap.parse_args()
     # what run_worker reads
     args.lateness, args.close_after_drain, args.idle = None, False, 60.0
-    try:
-        with broker_and_processes(args, "engagement-bench-") as (bootstrap, tmp, procs):
-            res = asyncio.run(bench(args, bootstrap, tmp, procs))
-    except (TimeoutError, BenchError, broker.BrokerError, subprocess.CalledProcessError) as exc:
-        print(f"benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    text, ok = summary(res)
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=2, default=str) + "\n")
-    return 0 if ok else 1
+    return run_and_report(args, "engagement-bench-", bench, summary)
 
 
 if __name__ == "__main__":

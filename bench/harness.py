@@ -4,13 +4,17 @@ broker and processes they start and always stop."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -80,3 +84,27 @@ def broker_and_processes(
         finally:
             for p in reversed(procs):
                 broker.stop(p, timeout_s=15)
+
+
+def run_and_report(
+    args: argparse.Namespace,
+    prefix: str,
+    bench: Callable[[argparse.Namespace, str, Path, Procs], Coroutine[Any, Any, dict[str, Any]]],
+    summary: Callable[[dict[str, Any]], tuple[str, bool]],
+) -> int:
+    """Run `bench` with a broker and its processes, print its summary and write
+    `--json`. Exit code: 0, 1 when a check failed, 2 when the run failed, 130 when
+    interrupted."""
+    try:
+        with broker_and_processes(args, prefix) as (bootstrap, tmp, procs):
+            res = asyncio.run(bench(args, bootstrap, tmp, procs))
+    except (TimeoutError, BenchError, broker.BrokerError, subprocess.CalledProcessError) as exc:
+        print(f"benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    text, ok = summary(res)
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2, default=str) + "\n")
+    return 0 if ok else 1

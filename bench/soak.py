@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import random
@@ -30,14 +29,14 @@ from harness import (
     BenchError,
     Msg,
     Procs,
-    broker_and_processes,
     producer,
+    run_and_report,
     worker_environment,
 )
+from latency import ms_of
 from prometheus_client.parser import text_string_to_metric_families
 from throughput import watch_health
 
-from pipeline.cli import broker
 from pipeline.cli.topics import ensure_topics
 from pipeline.config.settings import Settings
 from pipeline.model.topics import ALL as ALL_TOPICS
@@ -130,11 +129,12 @@ def gauges(port: int) -> dict[str, float]:
 
 class Windows:
     """Counts of final 1-minute windows on the windows topic (a redelivered window
-    replaces its copy) and dead letters."""
+    replaces its copy) and dead letters. Windows from `until_ms` on hold only the
+    closing events (idle advance may close them too) and are left out."""
 
-    def __init__(self, bootstrap: str, prefix: str, partitions: int) -> None:
+    def __init__(self, bootstrap: str, prefix: str, partitions: int, until_ms: int) -> None:
         self.topics = [prefix + WINDOWS, prefix + DEADLETTER]
-        self.partitions = partitions
+        self.partitions, self.until_ms = partitions, until_ms
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
         )
@@ -153,7 +153,7 @@ class Windows:
                         w = orjson.loads(r.value)
                         if tp.topic == self.topics[1]:
                             self.dead += 1
-                        elif w["size_seconds"] == 60:
+                        elif w["size_seconds"] == 60 and ms_of(w["window_start"]) < self.until_ms:
                             key = (w["account_id"], w["channel"], w["window_start"])
                             old = self.seen.get(key, {})
                             self.got.update(
@@ -176,7 +176,8 @@ async def soak(args: argparse.Namespace, bootstrap: str, tmp: Path, procs: Procs
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     procs.append(proc)
     await watch_health(port, proc)
-    windows = Windows(bootstrap, prefix, args.partitions)
+    last_ts = BASE_MS + args.events * 1000 // args.per_second
+    windows = Windows(bootstrap, prefix, args.partitions, last_ts + 1)
     reader = asyncio.create_task(windows.run())
     totals: Counter[tuple[str, str]] = Counter()
     samples: list[dict[str, float]] = []
@@ -224,7 +225,6 @@ async def soak(args: argparse.Namespace, bootstrap: str, tmp: Path, procs: Procs
                 )
             sent += len(chunk)
             await tick()
-        last_ts = BASE_MS + args.events * 1000 // args.per_second
         futures = [
             await p.send(t, v, key=k)
             for t, k, v in closing(args.accounts, prefix, last_ts + 3_600_000)
@@ -354,19 +354,7 @@ def main() -> int:
         ap.error(
             f"--backlog must be at least {args.per_second * 90 + CHUNK:,} at this --per-second"
         )
-    try:
-        with broker_and_processes(args, "engagement-soak-") as (bootstrap, tmp, procs):
-            res = asyncio.run(soak(args, bootstrap, tmp, procs))
-    except (TimeoutError, BenchError, broker.BrokerError, subprocess.CalledProcessError) as exc:
-        print(f"benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    text, ok = summary(res)
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=2, default=str) + "\n")
-    return 0 if ok else 1
+    return run_and_report(args, "engagement-soak-", soak, summary)
 
 
 if __name__ == "__main__":
