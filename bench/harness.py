@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaProducer
 
 from pipeline.cli import broker
@@ -30,6 +32,25 @@ CHANNELS = ("instagram", "x", "facebook", "tiktok")
 BASE_MS = 1_714_521_600_000  # 2024-05-01T00:00:00Z
 Msg = tuple[str, bytes, bytes]  # topic, key, value
 Procs = list[subprocess.Popen[bytes]]
+
+
+def event_msg(
+    rng: random.Random, prefix: str, event_id: str, kind: str, account: str, channel: str, ts: int
+) -> Msg:
+    """One synthetic event of the benchmarks' data, to its input topic, keyed by
+    account: a random actor, and a post of the account unless a mention."""
+    ev = {
+        "event_id": event_id,
+        "kind": kind,
+        "channel": channel,
+        "account_id": account,
+        "ts": ts,
+        "actor_id": f"user-{rng.randrange(100_000)}",
+        "priority": "normal",
+    }
+    if kind != "mention":
+        ev["post_id"] = f"{account}-post-{rng.randrange(40)}"
+    return (prefix + KINDS[kind][0], account.encode(), orjson.dumps(ev))
 
 
 class BenchError(RuntimeError):

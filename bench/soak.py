@@ -29,6 +29,7 @@ from harness import (
     BenchError,
     Msg,
     Procs,
+    event_msg,
     producer,
     run_and_report,
     worker_environment,
@@ -62,18 +63,8 @@ def stream(
                 rng.choice(names),
                 rng.choice(CHANNELS),
             )
-            ev = {
-                "event_id": f"soak-{i:010d}",
-                "kind": kind,
-                "channel": channel,
-                "account_id": account,
-                "ts": BASE_MS + i * 1000 // per_s,
-                "actor_id": f"user-{rng.randrange(100_000)}",
-                "priority": "normal",
-            }
-            if kind != "mention":
-                ev["post_id"] = f"{account}-post-{rng.randrange(40)}"
-            chunk.append((prefix + KINDS[kind][0], account.encode(), orjson.dumps(ev)))
+            ts = BASE_MS + i * 1000 // per_s
+            chunk.append(event_msg(rng, prefix, f"soak-{i:010d}", kind, account, channel, ts))
             totals[(account, kind)] += 1
         chunk += rng.sample(chunk, int(len(chunk) * DUPLICATE_SHARE))
         yield chunk

@@ -28,6 +28,7 @@ from harness import (
     Msg,
     Procs,
     broker_and_processes,
+    event_msg,
     producer,
     worker_environment,
 )
@@ -58,18 +59,8 @@ def make_events(
     totals: Counter[tuple[str, str]] = Counter()
     for i, kind in enumerate(kinds):
         account, channel = rng.choice(names), rng.choice(CHANNELS)
-        ev = {
-            "event_id": f"bench-{i:09d}",
-            "kind": kind,
-            "channel": channel,
-            "account_id": account,
-            "ts": BASE_MS + i * SPAN_MS // n,
-            "actor_id": f"user-{rng.randrange(100_000)}",
-            "priority": "normal",
-        }
-        if kind != "mention":
-            ev["post_id"] = f"{account}-post-{rng.randrange(40)}"
-        data.append((prefix + KINDS[kind][0], account.encode(), orjson.dumps(ev)))
+        ts = BASE_MS + i * SPAN_MS // n
+        data.append(event_msg(rng, prefix, f"bench-{i:09d}", kind, account, channel, ts))
         totals[(account, kind)] += 1
     # The watermark is the minimum over input partitions: every partition that holds
     # data gets a closing event (keyed like the data, one per account and topic).
