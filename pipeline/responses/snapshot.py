@@ -10,6 +10,7 @@ from the entries, so it is rebuilt rather than stored.
 from __future__ import annotations
 
 import heapq
+import sys
 from collections import Counter
 
 import orjson
@@ -33,7 +34,7 @@ def snapshot(st: ResponseState, seq: int) -> list[bytes]:
     doc = {
         "seq": seq,
         "inbound": [
-            [a, c, i, e.ts_ms, e.kind, e.priority, e.issue, e.replies, e.first_ms, e.alerted]
+            [a, c, i, e.ts_ms, e.kind, e.priority, e.issue, e.replies or [], e.first_ms, e.alerted]
             for a, entries in st.inbound.items()
             for (c, i), e in entries.items()
         ],
@@ -75,8 +76,11 @@ def restore(tracker: ResponseTracker, parts: list[bytes]) -> ResponseState:
         return st
     doc = orjson.loads(b"".join(parts))
     st.snap_seq = doc["seq"]
+    intern = sys.intern  # as the tracker does: one copy of each name
     for a, c, i, ts, kind, priority, issue, replies, first, alerted in doc["inbound"]:
-        entry = Inbound(ts, kind, priority, issue, replies, first, alerted)
+        a, c = intern(a), intern(c)
+        kind, priority, issue = intern(kind), intern(priority), intern(issue)
+        entry = Inbound(ts, kind, priority, issue, replies or None, first, alerted)
         st.inbound.setdefault(a, {})[(c, i)] = entry
         st.tracked += 1
         heapq.heappush(st.expiries, (ts, a, c, i))

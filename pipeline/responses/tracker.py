@@ -19,6 +19,7 @@ the window state, and is snapshotted to the changelog (`snapshot`/`restore`).
 from __future__ import annotations
 
 import heapq
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,11 +43,14 @@ SlaKey = tuple[str, str, str]  # account, kind, priority
 
 @dataclass(slots=True)
 class Inbound:
+    """One tracked message. Hundreds of thousands are held per partition, so its
+    strings are interned and an empty list of replies is None."""
+
     ts_ms: int
     kind: str
     priority: str
     issue: str
-    replies: list[int] = field(default_factory=list)  # reply times not yet settled
+    replies: list[int] | None = None  # reply times not yet settled
     first_ms: int | None = None  # the settled first response
     alerted: int = 0  # WARNED | BREACHED
 
@@ -133,12 +137,19 @@ class ResponseTracker:
                 self._inbound(st, row)
 
     def _inbound(self, st: ResponseState, row: wire.Row) -> None:
-        account, channel, ts = row[wire.I_ACCOUNT], row[wire.I_CHANNEL], row[wire.I_TS]
+        intern = sys.intern  # one copy of each name, not one per message
+        account, channel = intern(row[wire.I_ACCOUNT]), intern(row[wire.I_CHANNEL])
+        ts = row[wire.I_TS]
         key = (channel, row[wire.I_ID])
         entries = st.inbound.setdefault(account, {})
         if key in entries:  # the same id again, after dedup forgot it
             return
-        entry = Inbound(ts, row[wire.I_KIND], row[wire.I_PRIORITY], row[wire.I_ISSUE] or "")
+        entry = Inbound(
+            ts,
+            intern(row[wire.I_KIND]),
+            intern(row[wire.I_PRIORITY]),
+            intern(row[wire.I_ISSUE] or ""),
+        )
         entries[key] = entry
         st.tracked += 1
         heapq.heappush(st.expiries, (ts, account, channel, key[1]))
@@ -174,6 +185,8 @@ class ResponseTracker:
             return
         if entry.open:
             st.open_counts[(channel, entry.kind)] -= 1
+        if entry.replies is None:
+            entry.replies = []
         entry.replies.append(ts)
         heapq.heappush(st.due, (ts, FIRST, account, *key))
 
@@ -184,13 +197,15 @@ class ResponseTracker:
         table.subsequent.add(max(0, ts - entry.ts_ms) / 1000)
 
     def schedule_sla(self, st: ResponseState, account: str, key: InboundKey, e: Inbound) -> None:
+        """The next SLA deadline not yet alerted: the warning, else the breach. One
+        item at a time: the breach is scheduled when the warning is judged."""
         sla_s = self.cfg.sla_s(account, e.kind, e.priority)
         if sla_s is None:
             return
         if not e.alerted & WARNED:
             warn = self._deadline(account, e.ts_ms, sla_s * self.cfg.warning_fraction)
             heapq.heappush(st.due, (warn, WARN, account, *key))
-        if not e.alerted & BREACHED:
+        elif not e.alerted & BREACHED:
             heapq.heappush(st.due, (self._deadline(account, e.ts_ms, sla_s), BREACH, account, *key))
 
     def _deadline(self, account: str, ts_ms: int, seconds: float) -> int:
@@ -250,11 +265,16 @@ class ResponseTracker:
             if entry.first_ms is None and entry.replies:
                 self._settle(st, account, channel, entry, out)
             return
-        answered = entry.first_ms is not None and entry.first_ms <= due_ms
+        # A reply at or before the deadline is settled by now (FIRST sorts first at
+        # equal times), so an answered message has met this deadline and the next.
+        if entry.first_ms is not None and entry.first_ms <= due_ms:
+            return
         flag = WARNED if action == WARN else BREACHED
-        if answered or entry.alerted & flag:
+        if entry.alerted & flag:
             return
         entry.alerted |= flag
+        if action == WARN:
+            self.schedule_sla(st, account, (channel, event_id), entry)
         sla_s = self.cfg.sla_s(account, entry.kind, entry.priority) or 0
         business = self.cfg.calendar(account) is not None
         threshold = sla_s * self.cfg.warning_fraction if action == WARN else float(sla_s)
@@ -277,8 +297,8 @@ class ResponseTracker:
     def _settle(
         self, st: ResponseState, account: str, channel: str, e: Inbound, out: Advanced
     ) -> None:
-        first, *rest = sorted(e.replies)
-        e.first_ms, e.replies = first, []
+        first, *rest = sorted(e.replies or ())
+        e.first_ms, e.replies = first, None
         table = self._table(st, account, channel, e)
         seconds = max(0, first - e.ts_ms) / 1000
         table.first.add(seconds)
