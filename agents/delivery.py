@@ -67,7 +67,9 @@ async def write_changelog(table: Any, p: int, key: bytes, value: bytes | None) -
     if value is None:
         table.data.pop(key, None)
     else:
-        table.data[key] = value
+        # An exact-size copy: orjson's output keeps its growth buffer (up to twice
+        # its length, 4 KiB at least), and deltas stay here for the dedup horizon.
+        value = table.data[key] = bytes(memoryview(value))
     fut = await table.changelog_topic.send(
         key=key, value=value, partition=p, key_serializer="raw", value_serializer="raw"
     )
