@@ -42,6 +42,7 @@ from pipeline.cli.topics import ensure_topics
 from pipeline.config.settings import Settings
 from pipeline.model.topics import ALL as ALL_TOPICS
 from pipeline.model.topics import DEADLETTER, WINDOWS
+from pipeline.responses.settings import ResponseSettings
 
 CHUNK = 20_000  # events generated and sent at a time
 DUPLICATE_SHARE = 0.005  # resent events (dedup must drop them: totals unchanged)
@@ -104,8 +105,8 @@ def rss_bytes(pid: int) -> int:
 
 
 def gauges(port: int) -> dict[str, float]:
-    """The worker's state gauges (dedup ids, open windows) from /metrics."""
-    wanted = {"engagement_dedup_ids", "engagement_open_windows"}
+    """The worker's state gauges (dedup ids, open windows, open inbound) from /metrics."""
+    wanted = {"engagement_dedup_ids", "engagement_open_windows", "engagement_open_inbound"}
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
             text = r.read().decode()
@@ -162,6 +163,10 @@ async def soak(args: argparse.Namespace, bootstrap: str, tmp: Path, procs: Procs
     )
     group = f"soak-{uuid.uuid4().hex[:8]}"
     env, port = worker_environment(bootstrap, group, prefix, args.partitions, tmp / "d")
+    cap = args.max_tracked or ResponseSettings().max_tracked_per_partition
+    if args.max_tracked:
+        (tmp / "soak.toml").write_text(f"[responses]\nmax_tracked_per_partition = {cap}\n")
+        env["ENGAGEMENT_CONFIG"] = str(tmp / "soak.toml")
     cmd = [str(Path(sys.executable).with_name("engagement")), "worker", "--loglevel", "warning"]
     with open(tmp / "worker.log", "wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -255,6 +260,7 @@ async def soak(args: argparse.Namespace, bootstrap: str, tmp: Path, procs: Procs
         "events": args.events,
         "per_second": args.per_second,
         "horizon_s": Settings().dedup_horizon_s,
+        "tracked_cap": cap * args.partitions,
         "partitions": args.partitions,
         "accounts": args.accounts,
         "seconds": seconds,
@@ -282,7 +288,8 @@ def summary(res: dict[str, Any]) -> tuple[str, bool]:
         f"{n:,} events ({DUPLICATE_SHARE:.1%} sent twice), {res['per_second']:,} per second "
         f"of event time, {res['partitions']} partitions, {res['accounts']} accounts, "
         f"{res['seconds']:.0f} s",
-        f"{'events in windows':>18}{'RSS':>10}{'dedup ids':>12}{'open windows':>14}",
+        f"{'events in windows':>18}{'RSS':>10}{'dedup ids':>12}{'open windows':>14}"
+        f"{'open inbound':>14}",
     ]
     step, mark = max(n // 10, 1), 0
     for s in samples:
@@ -291,6 +298,7 @@ def summary(res: dict[str, Any]) -> tuple[str, bool]:
                 f"{s['counted']:>18,}{s['rss'] / 2**20:>7.0f} MB"
                 f"{s.get('engagement_dedup_ids', 0):>12,.0f}"
                 f"{s.get('engagement_open_windows', 0):>14,.0f}"
+                f"{s.get('engagement_open_inbound', 0):>14,.0f}"
             )
             mark = (s["counted"] // step + 1) * step
     # The horizon is full once the windows hold its span of event time (and more):
@@ -312,6 +320,22 @@ def summary(res: dict[str, Any]) -> tuple[str, bool]:
         lines.append(
             f"the dedup horizon ({horizon:,} events) was not full for two samples: "
             "run more events to see RSS once it is"
+        )
+    # Every bound full: the dedup horizon, and response tracking at its cap (the soak
+    # answers nothing, so every inbound message stays open until evicted).
+    full = [s for s in after if s.get("engagement_open_inbound", 0) >= res["tracked_cap"]]
+    if len(full) >= 2:
+        rss = [s["rss"] / 2**20 for s in full]
+        slope = slope_mb_per_million([(s["counted"] / 1e6, s["rss"] / 2**20) for s in full])
+        lines.append(
+            f"every bound full (response tracking at its cap of {res['tracked_cap']:,}) from "
+            f"{full[0]['counted']:,} to {full[-1]['counted']:,} events in windows: "
+            f"RSS {min(rss):.0f}-{max(rss):.0f} MB, slope {slope:+.1f} MB per million events"
+        )
+    else:
+        lines.append(
+            f"response tracking did not reach its cap ({res['tracked_cap']:,} inbound) for "
+            "two samples: run more events, or a lower --max-tracked, to see RSS once it has"
         )
     lines.append(
         f"totals exact: {res['exact']}; committed offsets at the end of every input "
@@ -336,6 +360,11 @@ def main() -> int:
     ap.add_argument("--backlog", type=int, default=400_000, help="most events sent ahead")
     ap.add_argument("--sample-s", type=float, default=2.0, help="seconds between RSS samples")
     ap.add_argument("--idle", type=float, default=120.0, help="give up after this long quiet")
+    ap.add_argument(
+        "--max-tracked",
+        type=int,
+        help="the worker's responses.max_tracked_per_partition (default: its default)",
+    )
     ap.add_argument("--broker", help="kafka://host:port (default: start the embedded broker)")
     ap.add_argument("--json", type=Path, help="also write the results to this file")
     args = ap.parse_args()

@@ -369,11 +369,11 @@ class ResponseTracker:
     def _compact_due(st: ResponseState) -> None:
         """Drop the scheduled items that can no longer do anything: those of inbound
         messages forgotten (evicted, expired) or already answered. Eviction would
-        otherwise leave two items per evicted message until its SLA deadline, hours of
-        event time, and memory would grow past `max_tracked_per_partition`. What is
-        kept is what a restore from a snapshot schedules (pipeline.responses.snapshot),
-        so decisions are the same. Amortized: the next compaction is half as many
-        items again away."""
+        otherwise leave its item until its SLA deadline, hours of event time, and
+        memory would grow past `max_tracked_per_partition`. What is kept is what a
+        restore from a snapshot schedules (pipeline.responses.snapshot), so decisions
+        are the same. Amortized: the next compaction is a quarter as many items again
+        away (at most a fifth of the schedule is dead; 0.3 s per 600k items)."""
 
         def live(item: tuple[Any, ...]) -> bool:
             action = item[1]
@@ -386,7 +386,7 @@ class ResponseTracker:
 
         st.due = [item for item in st.due if live(item)]
         heapq.heapify(st.due)
-        st.due_limit = max(MIN_DUE_LIMIT, len(st.due) + len(st.due) // 2)
+        st.due_limit = max(MIN_DUE_LIMIT, len(st.due) + len(st.due) // 4)
 
     def _drop_oldest(self, st: ResponseState, reason: str) -> None:
         """Forget the oldest tracked inbound message (expired, or evicted for room)."""
