@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import posixpath
 import re
 import shlex
 import tomllib
@@ -375,7 +376,11 @@ def test_prometheus_wiring(services: dict[str, Any]) -> None:
     assert host_path(prometheus, config_path) == DEPLOY / "prometheus" / "prometheus.yml"
     config = load_yaml(DEPLOY / "prometheus" / "prometheus.yml")
 
-    rule_hosts = [host_path(prometheus, path) for path in config["rule_files"]]
+    # Prometheus reads relative rule files from the config file's directory.
+    config_dir = posixpath.dirname(config_path)
+    rule_hosts = [
+        host_path(prometheus, posixpath.join(config_dir, path)) for path in config["rule_files"]
+    ]
     assert RULES_FILE in rule_hosts
     assert all(path is not None and path.is_file() for path in rule_hosts)
 
