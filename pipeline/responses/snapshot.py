@@ -12,6 +12,9 @@ from __future__ import annotations
 import heapq
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from operator import attrgetter, itemgetter
+from typing import Any
 
 import orjson
 
@@ -21,6 +24,7 @@ from pipeline.responses.tracker import (
     FIRST,
     ORPHAN,
     Inbound,
+    InboundKey,
     ResponseState,
     ResponseTracker,
     Table,
@@ -29,15 +33,27 @@ from pipeline.responses.tracker import (
 PART_BYTES = 512 * 1024
 
 
+_KEY = (itemgetter(0), itemgetter(1))  # channel, event_id
+_FIELDS = tuple(
+    attrgetter(f) for f in ("ts_ms", "kind", "priority", "issue", "replies", "first_ms", "alerted")
+)
+
+
+def _columns(account: str, entries: dict[InboundKey, Inbound]) -> list[Any]:
+    """An account's inbound messages as columns: a list per field, not a list per
+    message. Hundreds of thousands are held per partition, and a column is built
+    and encoded three times faster (the snapshot holds the event loop meanwhile)."""
+    keys, values = list(entries), list(entries.values())
+    return [account, *(list(map(get, keys)) for get in _KEY)] + [
+        list(map(get, values)) for get in _FIELDS
+    ]
+
+
 def snapshot(st: ResponseState, seq: int) -> list[bytes]:
     """The state, covering every delta up to `seq`, as one or more parts."""
     doc = {
         "seq": seq,
-        "inbound": [
-            [a, c, i, e.ts_ms, e.kind, e.priority, e.issue, e.replies or [], e.first_ms, e.alerted]
-            for a, entries in st.inbound.items()
-            for (c, i), e in entries.items()
-        ],
+        "inbound_columns": [_columns(a, entries) for a, entries in st.inbound.items()],
         "orphans": [
             [a, c, i, times]
             for a, waiting in st.orphans.items()
@@ -77,7 +93,7 @@ def restore(tracker: ResponseTracker, parts: list[bytes]) -> ResponseState:
     doc = orjson.loads(b"".join(parts))
     st.snap_seq = doc["seq"]
     intern = sys.intern  # as the tracker does: one copy of each name
-    for a, c, i, ts, kind, priority, issue, replies, first, alerted in doc["inbound"]:
+    for a, c, i, ts, kind, priority, issue, replies, first, alerted in _inbound_rows(doc):
         a, c = intern(a), intern(c)
         kind, priority, issue = intern(kind), intern(priority), intern(issue)
         entry = Inbound(ts, kind, priority, issue, replies or None, first, alerted)
@@ -116,3 +132,12 @@ def restore(tracker: ResponseTracker, parts: list[bytes]) -> ResponseState:
         heapq.heappush(st.due, (first_end if last is None else last + step, DEGRADE, *key))
     st.counters = {a: Counter(c) for a, c in doc["counters"].items()}
     return st
+
+
+def _inbound_rows(doc: dict[str, Any]) -> Iterator[list[Any]]:
+    """[account, channel, event_id, ts, kind, priority, issue, replies, first, alerted]
+    per message, from columns or from the row per message of earlier snapshots."""
+    yield from doc.get("inbound", ())
+    for account, *columns in doc.get("inbound_columns", ()):
+        for values in zip(*columns, strict=True):
+            yield [account, *values]

@@ -6,6 +6,7 @@ import dataclasses
 from datetime import date
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -129,6 +130,28 @@ def reply(event_id: str, ts: int, to: str, account: str = "acme") -> dict[str, A
 
 def feed(tracker: ResponseTracker, st: ResponseState, *events: dict[str, Any]) -> None:
     tracker.apply_rows(st, [conv.row(e) for e in events])
+
+
+def test_a_snapshot_of_the_row_per_message_layout_still_restores() -> None:
+    # Snapshots written before inbound messages were stored as columns.
+    tracker, st = ResponseTracker(CFG), ResponseState()
+    feed(tracker, st, dm("m1", START), dm("m2", START + MIN), reply("r1", START + 5 * MIN, "m1"))
+    tracker.advance(st, START + 10 * MIN)
+    doc = orjson.loads(b"".join(response_snapshot.snapshot(st, 7)))
+    assert "inbound" not in doc
+    doc["inbound"] = [
+        [account, *row]
+        for account, *columns in doc.pop("inbound_columns")
+        for row in zip(*columns, strict=True)
+    ]
+    assert doc["inbound"][0][:4] == ["acme", "x", "m1", START]
+    old = response_snapshot.restore(tracker, [orjson.dumps(doc)])
+    new = response_snapshot.restore(tracker, response_snapshot.snapshot(st, 7))
+    assert sorted(old.due) == sorted(new.due) and sorted(old.expiries) == sorted(st.expiries)
+    for restored in (old, new):
+        assert restored.snap_seq == 7 and restored.tracked == 2
+        assert account_view("acme", restored, None) == account_view("acme", st, None)
+        assert restored.inbound["acme"][("x", "m2")].replies is None
 
 
 def test_first_response_waits_for_the_watermark_and_takes_the_earliest_reply() -> None:
