@@ -33,6 +33,7 @@ from pipeline.durability.processor import (
     Step,
 )
 from pipeline.durability.restore import restore
+from pipeline.metrics.factory import register_latest_gauges
 from pipeline.metrics.observe import StepMetrics
 from pipeline.model import wire
 from pipeline.windows.aggregator import PartitionState
@@ -58,7 +59,9 @@ class PartitionWork:
             Limits(snapshot_interval_s=s.responses.snapshot_interval_s),
             early=s.early_alerts,
         )
-        self.observer = StepMetrics(rt.metrics, rt.labels, frozenset(s.metrics_channels))
+        channels = frozenset(s.metrics_channels)
+        latest = register_latest_gauges(rt.registry, rt.labels, channels)
+        self.observer = StepMetrics(rt.metrics, rt.labels, channels, latest)
         self.locks: dict[int, asyncio.Lock] = {}
         self.deliveries = Deliveries()
         self.effects = PartitionEffects(self.perform)
@@ -96,6 +99,7 @@ class PartitionWork:
         self.processor.drop(p)
         self.effects.drop(p)
         self.deliveries.drop(p)
+        self.observer.drop(p)
 
     async def apply(self, p: int, offset: int, raw: bytes, done: Done | None = None) -> None:
         """One message of the internal topic; `done` acknowledges it, once performed."""
@@ -127,7 +131,7 @@ class PartitionWork:
                 fut = await topics[effect.topic].send(key=effect.key, value=effect.value)
                 self.deliveries.track(p, fatal_on_failure(fut, effect.topic))
                 self.observer.published(effect, now)
-        self.observer.step(step.observed, time.time())
+        self.observer.step(step.observed, time.time(), p)
 
     async def tick(self) -> None:
         """Once a second: idle advance, status lines, lag and label ranking."""

@@ -106,5 +106,6 @@ def register_gauges(
         consumer_lag=lag,
         channels=frozenset(rt.settings.metrics_channels),
         wall_ms=lambda: int(time.time() * 1000),
+        own_account=rt.labels.has_own,
     )
     register_state_gauges(rt.registry, source)

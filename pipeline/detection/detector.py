@@ -37,7 +37,7 @@ labeled series (bench/detection.py; README, Spike and drop detection).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 DAY_MS = 86_400_000
@@ -160,6 +160,11 @@ class Step:
     # PEAK, RANGE or BURST: the rule with the lowest bar, which sets the threshold
     # (and qualified the window, when it alerts)
     rule: str = PEAK
+    # The band (in a step that `step` or `feed` describes): the lowest value that would
+    # have qualified as a spike and the highest that would have qualified as a drop
+    # (persistence and cooldown aside); None where no value would.
+    upper: float | None = None
+    lower: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +306,8 @@ class Detector:
                 start_ms, x, exp_y, z, b.peak_up if z >= 0 else b.peak_down, scale, need, unit,
                 alert, rule,
             )  # fmt: skip
+            upper, lower = self._band(b, unit)
+            step = replace(step, upper=upper, lower=lower)
         self._learn(st, b.hour, b.weekday, y, resid, scale, z, start_ms)
         st.day_high = x if st.day_high is None else max(st.day_high, x)
         st.day_low = x if st.day_low is None else min(st.day_low, x)
@@ -330,6 +337,22 @@ class Detector:
         if not math.isfinite(b.need_up):
             return None
         return SpikeBar(self, start_ms, b, unit)
+
+    def _band(self, b: _Bars, unit: float | None) -> tuple[float | None, float | None]:
+        """The values at which a window qualifies, from the bars alone: a spike at or
+        above `upper`, a drop at or below `lower` (the conditions of `_step`)."""
+        cfg = self.cfg
+        upper = lower = None
+        if UP in cfg.directions and math.isfinite(b.need_up):
+            upper = self.inverse(b.exp_y + b.need_up * b.scale, unit)
+            if cfg.transform == "count":
+                upper = max(upper, cfg.min_volume)
+        drop_ok = cfg.transform != "count" or self.inverse(b.exp_y) >= cfg.min_expected
+        if DOWN in cfg.directions and math.isfinite(b.need_down) and drop_ok:
+            y = b.exp_y - b.need_down * b.scale
+            if cfg.transform == "share" or y >= self.forward(0, unit):
+                lower = self.inverse(y, unit)
+        return upper, lower
 
     def _qualifies_up(self, b: _Bars, z: float, x: float) -> bool:
         cfg = self.cfg

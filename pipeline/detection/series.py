@@ -74,12 +74,36 @@ class Found:
     step: Step
 
 
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """How one series judged the newest final window: the full step (observed,
+    expected, band, score), or None when the window had too few events to judge; and
+    whether an alert episode is active (`in_episode`)."""
+
+    start_ms: int
+    step: Step | None
+    active: bool = False
+
+
 @dataclass(slots=True)
 class Advanced:
     found: list[Found] = field(default_factory=list)
     changed: set[str] = field(default_factory=set)  # accounts whose state moved
     forgotten: set[str] = field(default_factory=set)
     behind: bool = False  # the budget ran out before the newest final window
+    # (account, series) -> how it judged the newest final window, for the series fed
+    # it in this call (windows before it are fed without describing them)
+    latest: dict[tuple[str, str], Judged] = field(default_factory=dict)
+
+
+def in_episode(st: DetectorState, start_ms: int, size_ms: int) -> bool:
+    """An alert episode is active: the window starting at `start_ms`, just fed, is in
+    a run of consecutive qualifying windows in which an alert was raised. It ends at
+    the first window that does not qualify in that direction."""
+    for streak, last in ((st.streak_up, st.last_up_ms), (st.streak_down, st.last_down_ms)):
+        if streak and last is not None and last >= start_ms - (streak - 1) * size_ms:
+            return True
+    return False
 
 
 @dataclass(slots=True)
@@ -232,7 +256,7 @@ class Detection:
                         if nxt <= last:
                             heapq.heappush(due, (nxt, account))
                     continue
-                self._step(account, acc, w, queues, start, res)
+                self._step(account, acc, w, queues, start, res, full=start == last)
                 acc.through_ms = start
                 res.changed.add(account)
                 fed += 1
@@ -252,14 +276,30 @@ class Detection:
         windows: dict[str, dict[int, _Window]],
         start: int,
         res: Advanced,
+        *,
+        full: bool = False,
     ) -> None:
+        """Feed one window to each series; `full`: the newest final window, described
+        in `res.latest` as well."""
         for series, value in self.values(account, w, windows, start).items():
-            if value is None or series not in self.cfg.series:
+            if series not in self.cfg.series:
+                continue
+            if value is None:
+                if full:
+                    res.latest[(account, series)] = Judged(start, None)
                 continue
             st = acc.states.get(series)
             if st is None:
                 st = acc.states[series] = DetectorState()
-            step = self.detector(account, series).feed(st, start, value)
+            det = self.detector(account, series)
+            if full:
+                described = det.step(st, start, value)
+                res.latest[(account, series)] = Judged(
+                    start, described, in_episode(st, start, self.size_ms)
+                )
+                step = described if described.alert is not None else None
+            else:
+                step = det.feed(st, start, value)
             if step is not None:
                 res.found.append(Found(account, series, step))
 

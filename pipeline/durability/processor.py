@@ -15,14 +15,14 @@ from typing import Any
 import orjson
 
 from pipeline.config.settings import ThresholdRule
-from pipeline.detection.series import Detection, build_alert
+from pipeline.detection.series import Detection, Judged, build_alert
 from pipeline.durability import keys
 from pipeline.durability.restore import Restored
 from pipeline.ingest import deadletter
 from pipeline.model import wire
 from pipeline.responses import alerts as response_alerts
 from pipeline.responses import snapshot as response_snapshot
-from pipeline.responses.tracker import ResponseTracker
+from pipeline.responses.tracker import Decision, ResponseTracker
 from pipeline.windows import status, thresholds
 from pipeline.windows.aggregator import Aggregator, FinalWindow, PartitionState
 from pipeline.windows.early import EarlyAlerts, Raised
@@ -68,6 +68,13 @@ class Observed:
     # Internal-topic offsets jumped over since the last message: messages never seen,
     # so never applied (the topic is neither compacted nor transactional).
     skipped_offsets: int = 0
+    # What the step's close decided, for the engagement gauges: the final window
+    # records published, how each detector series judged the newest final window,
+    # the accounts the detectors forgot, and the response-time decisions.
+    windows: list[FinalWindow] = field(default_factory=list)
+    judged: dict[tuple[str, str], Judged] = field(default_factory=dict)
+    forgotten: set[str] = field(default_factory=set)
+    decisions: list[Decision] = field(default_factory=list)
 
 
 @dataclass
@@ -302,10 +309,11 @@ class PartitionProcessor:
         before = state.emitted_through_ms
         records = self.aggregator.close_windows(state, wall_ms, max_windows=self.limits.max_close)
         outbox = self._outputs(state, records)
+        step.observed.windows.extend(records)
         fed: set[str] = set()
         if records or part.detection_behind or part.detected_through != state.emitted_through_ms:
             part.detected_through = state.emitted_through_ms
-            outbox += self._detection_outputs(part, state, records, fed)
+            outbox += self._detection_outputs(part, state, records, fed, step.observed)
         if self.early is not None:
             if state.early:
                 self.early.settle(state)
@@ -438,6 +446,7 @@ class PartitionProcessor:
         state: PartitionState,
         records: list[FinalWindow],
         fed: set[str],
+        seen: Observed,
     ) -> list[list[Any]]:
         """Spike/drop alerts of the windows now final, and the detector state of every
         account that moved (added to `fed`): both are published by the same marker. At
@@ -452,6 +461,8 @@ class PartitionProcessor:
         )
         part.detection_behind = adv.behind
         fed.update(adv.changed)
+        seen.judged.update(adv.latest)
+        seen.forgotten.update(adv.forgotten)
         out: list[list[Any]] = []
         for f in adv.found:
             alert = build_alert(f, det.cfg.window_s, det.detector(f.account, f.series).cfg)
@@ -469,6 +480,7 @@ class PartitionProcessor:
         """SLA and degradation alerts the watermark made due; first responses seen."""
         advanced = self.tracker.advance(state.responses, watermark_ms)
         seen.first_responses.extend(advanced.first_responses)
+        seen.decisions.extend(advanced.decisions)
         return [
             [ALERT, d.account, orjson.dumps(response_alerts.build(d)).decode(), 0]
             for d in advanced.decisions

@@ -4,7 +4,7 @@ sets them on a timer, and a partition that moved away simply stops being reporte
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -29,6 +29,20 @@ GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
         "Messages between the committed position and the end of each assigned partition",
         ("topic", "partition"),
     ),
+    "engagement_response_within_sla_ratio": (
+        "First responses within their SLA / first responses with an SLA, per account, "
+        "since the response state began (as the response-times API)",
+        ("account",),
+    ),
+    "engagement_response_oldest_open_age_seconds": (
+        "Age of the account's oldest inbound message without a reply, at its "
+        "partition's watermark (event time)",
+        ("account",),
+    ),
+    "engagement_account_open_inbound": (
+        "Inbound messages without a reply yet, per account",
+        ("account",),
+    ),
 }
 
 
@@ -40,6 +54,9 @@ class StateSource:
     consumer_lag: Callable[[], Mapping[tuple[str, int], int]]  # last measured, by topic/partition
     channels: frozenset[str]  # channel label values kept; others are OTHER
     wall_ms: Callable[[], int]
+    # accounts with their own label (AccountLabels.has_own): the per-account gauges
+    # are computed for these only, others are not exported per account
+    own_account: Callable[[str], bool] = lambda account: False
 
 
 class StateGauges(Collector):
@@ -77,4 +94,40 @@ class StateGauges(Collector):
                 )
         for (topic, partition), lag in sorted(src.consumer_lag().items()):
             families["engagement_consumer_lag"].add_metric([topic, str(partition)], lag)
+        self._accounts(families, states.values())
         yield from families.values()
+
+    def _accounts(
+        self, families: dict[str, GaugeMetricFamily], states: Iterable[PartitionState]
+    ) -> None:
+        """Response times per labeled account: one pass over its tracked inbound
+        messages at each scrape, nothing on the hot path."""
+        own = self.source.own_account
+        sla: dict[str, list[int]] = {}  # account -> [within, with SLA]
+        opened: Counter[str] = Counter()
+        oldest: dict[str, float] = {}
+        for state in states:
+            st, wm = state.responses, state.watermark.floor_ms
+            for account, tables in st.tables.items():
+                if own(account):
+                    acc = sla.setdefault(account, [0, 0])
+                    for t in tables.values():
+                        acc[0] += t.within_sla
+                        acc[1] += t.with_sla
+            for account, entries in st.inbound.items():
+                if not own(account):
+                    continue
+                open_ts = [e.ts_ms for e in entries.values() if e.open]
+                opened[account] += len(open_ts)  # 0 too: tracked, all answered
+                if open_ts and wm is not None:
+                    age = max(0.0, (wm - min(open_ts)) / 1000)
+                    oldest[account] = max(age, oldest.get(account, 0.0))
+        for account, (within, with_sla) in sorted(sla.items()):
+            if with_sla:
+                families["engagement_response_within_sla_ratio"].add_metric(
+                    [account], within / with_sla
+                )
+        for account, age in sorted(oldest.items()):
+            families["engagement_response_oldest_open_age_seconds"].add_metric([account], age)
+        for account, n in sorted(opened.items()):
+            families["engagement_account_open_inbound"].add_metric([account], n)

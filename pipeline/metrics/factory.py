@@ -1,5 +1,6 @@
 """The one metrics factory: every engagement_ series, on a registry you pass in (the
-state gauges, read at scrape time, by `register_state_gauges`)."""
+state gauges, read at scrape time, by `register_state_gauges`; the gauges of the
+latest final windows and detector judgments by `register_latest_gauges`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
 from pipeline.metrics.collectors import StateGauges, StateSource
+from pipeline.metrics.labels import AccountLabels
+from pipeline.metrics.latest import LatestGauges
 
 # *_created series double the exposition for no use in Grafana or alert rules.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -30,6 +33,7 @@ class EngagementMetrics:
     processing_latency: Histogram
     output_latency: Histogram
     first_response: Histogram
+    sla_alerts: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> EngagementMetrics:
@@ -100,6 +104,13 @@ class EngagementMetrics:
                 buckets=RESPONSE_BUCKETS,
                 registry=r,
             ),
+            sla_alerts=Counter(
+                "engagement_response_sla_alerts_total",
+                "SLA warnings and breaches decided (type response_sla_warning or "
+                "response_sla_breach), by channel, kind and priority of the inbound message",
+                ["type", "channel", "kind", "priority"],
+                registry=r,
+            ),
         )
 
 
@@ -107,5 +118,15 @@ def register_state_gauges(registry: CollectorRegistry, source: StateSource) -> S
     """The gauges of open windows, dedup ids, open inbound messages and lags, read from
     `source` at every scrape (pipeline.metrics.collectors)."""
     gauges = StateGauges(source)
+    registry.register(gauges)
+    return gauges
+
+
+def register_latest_gauges(
+    registry: CollectorRegistry, labels: AccountLabels, channels: frozenset[str]
+) -> LatestGauges:
+    """The gauges of each labeled account's latest final windows and detector
+    judgments (pipeline.metrics.latest), fed by the step observer."""
+    gauges = LatestGauges(labels, channels)
     registry.register(gauges)
     return gauges

@@ -26,6 +26,11 @@ class AccountLabels:
             return account
         return OTHER
 
+    def has_own(self, account: str) -> bool:
+        """The account has its own label (configured, or in the top at the last refresh):
+        series that describe one account are exported only for these."""
+        return account in self.configured or account in self.top
+
     def observe(self, volumes: Mapping[str, int]) -> None:
         counts = self.counts
         for account, n in volumes.items():

@@ -11,14 +11,26 @@ import orjson
 from pipeline.durability.processor import ALERT, WINDOW, Observed, Publish
 from pipeline.metrics.factory import EngagementMetrics
 from pipeline.metrics.labels import OTHER, AccountLabels
+from pipeline.metrics.latest import LatestGauges
 from pipeline.model import wire
+from pipeline.responses.tracker import Decision
+
+SLA_TYPES = frozenset({"response_sla_warning", "response_sla_breach"})
 
 
 class StepMetrics:
+    """`latest`: the gauges of the latest final windows and detector judgments it
+    feeds (registered by the factory; by default an unregistered one)."""
+
     def __init__(
-        self, metrics: EngagementMetrics, labels: AccountLabels, channels: frozenset[str]
+        self,
+        metrics: EngagementMetrics,
+        labels: AccountLabels,
+        channels: frozenset[str],
+        latest: LatestGauges | None = None,
     ) -> None:
         self.m, self.labels, self.channels = metrics, labels, channels
+        self.latest = latest if latest is not None else LatestGauges(labels, channels)
 
     def _channel(self, channel: str) -> str:
         return channel if channel in self.channels else OTHER
@@ -26,9 +38,15 @@ class StepMetrics:
     def refresh_labels(self) -> None:
         """Re-rank the accounts named in labels; a series of one that left the top is
         removed (label cardinality stays bounded)."""
-        for account in self.labels.refresh():
+        dropped = self.labels.refresh()
+        for account in dropped:
             with contextlib.suppress(KeyError):
                 self.m.account_events.remove(account)
+        self.latest.forget(dropped)
+
+    def drop(self, p: int) -> None:
+        """A partition this worker no longer owns: its latest values go with it."""
+        self.latest.drop(p)
 
     def published(self, effect: Publish, now: float) -> None:
         """A window or alert sent (dead letters are counted where they are decided)."""
@@ -44,7 +62,7 @@ class StepMetrics:
         if effect.newest_ms:
             m.output_latency.labels(effect.topic).observe(max(0.0, now - effect.newest_ms / 1000))
 
-    def step(self, seen: Observed, now: float) -> None:
+    def step(self, seen: Observed, now: float, partition: int = 0) -> None:
         m = self.m
         if seen.rows:
             self._count(seen.rows)
@@ -60,6 +78,20 @@ class StepMetrics:
             m.processing_latency.observe(max(0.0, now - seen.oldest_ms / 1000))
         for channel, kind, seconds in seen.first_responses:
             m.first_response.labels(self._channel(channel), kind).observe(seconds)
+        if seen.windows:
+            self.latest.closed(partition, seen.windows)
+        if seen.judged or seen.forgotten:
+            self.latest.judged(partition, seen.judged, seen.forgotten)
+        if seen.decisions:
+            self._sla(seen.decisions)
+
+    def _sla(self, decisions: list[Decision]) -> None:
+        by: Counter[tuple[str, str, str, str]] = Counter()
+        for d in decisions:
+            if d.type in SLA_TYPES:
+                by[(d.type, self._channel(d.channel or OTHER), d.kind, d.priority)] += 1
+        for labels, n in by.items():
+            self.m.sla_alerts.labels(*labels).inc(n)
 
     def _count(self, rows: list[wire.Row]) -> None:
         by_kind: Counter[tuple[str, str]] = Counter()
