@@ -24,13 +24,16 @@ from pipeline.config import load as config_load
 from pipeline.detection.detector import DetectorSettings
 from pipeline.metrics.collectors import GAUGES
 from pipeline.metrics.factory import EngagementMetrics
+from pipeline.metrics.latest import LATEST_GAUGES
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 RULES_FILE = DEPLOY / "prometheus" / "rules.yml"
-DASHBOARD_FILE = DEPLOY / "grafana" / "dashboards" / "engagement.json"
+DASHBOARD_FILE = DEPLOY / "grafana" / "dashboards" / "engagement.json"  # pipeline health
+ACCOUNTS_DASHBOARD_FILE = DEPLOY / "grafana" / "dashboards" / "engagement-accounts.json"
+DASHBOARD_FILES = (DASHBOARD_FILE, ACCOUNTS_DASHBOARD_FILE)
 CONFIG_EXAMPLE = DEPLOY / "config.example.toml"
 K8S = DEPLOY / "k8s"
 CONFIGMAP = K8S / "configmap.yaml"
@@ -54,6 +57,24 @@ METRICS: dict[str, frozenset[str]] = {
     "engagement_account_events_total": frozenset({"account"}),
     "engagement_first_response_seconds": frozenset({"channel", "kind"}),
     "engagement_open_inbound": frozenset({"channel", "kind"}),
+    "engagement_response_sla_alerts_total": frozenset({"type", "channel", "kind", "priority"}),
+    "engagement_response_within_sla_ratio": frozenset({"account"}),
+    "engagement_response_oldest_open_age_seconds": frozenset({"account"}),
+    "engagement_account_open_inbound": frozenset({"account"}),
+    "engagement_window_events": frozenset({"account", "size_seconds", "kind"}),
+    "engagement_window_weighted_engagement": frozenset({"account", "size_seconds"}),
+    "engagement_window_unique_actors": frozenset({"account", "size_seconds"}),
+    "engagement_window_rate": frozenset({"account", "size_seconds", "basis"}),
+    "engagement_window_end_timestamp_seconds": frozenset({"account", "size_seconds"}),
+    "engagement_window_channel_events": frozenset({"account", "channel", "size_seconds", "kind"}),
+    "engagement_window_channel_weighted_engagement": frozenset(
+        {"account", "channel", "size_seconds"}
+    ),
+    "engagement_detector_observed": frozenset({"account", "series"}),
+    "engagement_detector_expected": frozenset({"account", "series"}),
+    "engagement_detector_threshold": frozenset({"account", "series", "bound"}),
+    "engagement_detector_anomaly_score": frozenset({"account", "series"}),
+    "engagement_detector_alert_active": frozenset({"account", "series"}),
 }
 HISTOGRAMS = {
     "engagement_first_response_seconds",
@@ -156,7 +177,8 @@ def test_contract_matches_the_metrics_factory() -> None:
         else:
             with pytest.raises(ValueError):
                 collector.labels()
-    for name, (_, labels) in GAUGES.items():  # the state gauges, read at scrape time
+    # the state gauges and the latest windows' and detectors' gauges, read at scrape time
+    for name, (_, labels) in {**GAUGES, **LATEST_GAUGES}.items():
         exported.add(name)
         assert METRICS.get(name, frozenset(labels)) == frozenset(labels), name
     assert exported >= METRICS.keys(), METRICS.keys() - exported
@@ -201,8 +223,8 @@ def recorded(rules: list[dict[str, Any]]) -> dict[str, frozenset[str]]:
 
 
 @pytest.fixture(scope="module")
-def dashboard() -> dict[str, Any]:
-    return json.loads(DASHBOARD_FILE.read_text(encoding="utf-8"))
+def dashboards() -> dict[str, dict[str, Any]]:
+    return {p.name: json.loads(p.read_text(encoding="utf-8")) for p in DASHBOARD_FILES}
 
 
 def env_of(service: dict[str, Any]) -> dict[str, str]:
@@ -411,7 +433,10 @@ def test_grafana_wiring(services: dict[str, Any]) -> None:
     providers = load_yaml(provisioning / "dashboards" / "dashboards.yml")["providers"]
     dashboard_dir = host_path(grafana, providers[0]["options"]["path"])
     assert dashboard_dir is not None
-    assert (dashboard_dir / DASHBOARD_FILE.name).resolve() == DASHBOARD_FILE
+    # a file provider loads every dashboard JSON of its directory: both are provisioned
+    for path in DASHBOARD_FILES:
+        assert (dashboard_dir / path.name).resolve() == path
+    assert set(dashboard_dir.resolve().glob("*.json")) == set(DASHBOARD_FILES)
 
 
 def test_alertmanager_wiring(services: dict[str, Any]) -> None:
@@ -528,46 +553,180 @@ def test_alerting_rules(rules: list[dict[str, Any]]) -> None:
 # --------------------------------------------------------------------------- Grafana
 
 
-def dashboard_targets(dashboard: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+# Per-account engagement series: on the dashboard by account, not the health one.
+ACCOUNT_METRICS = frozenset(
+    {
+        *LATEST_GAUGES,
+        "engagement_response_sla_alerts_total",
+        "engagement_response_within_sla_ratio",
+        "engagement_response_oldest_open_age_seconds",
+        "engagement_account_open_inbound",
+    }
+)
+# Grafana's dashboard model, as @grafana/schema 13.2.3 (npm) types it: that package
+# ships TypeScript types, no JSON Schema, so the checks below are written by hand after
+# its `Dashboard`, `Panel`, `RowPanel`, `GridPos` and `FieldConfigSource` types. Its
+# default dashboard is at schemaVersion 42; 39 is Grafana 10.3 and later.
+SCHEMA_VERSIONS = range(39, 43)
+GRID_COLUMNS = 24
+_VARIABLE = re.compile(r"\$(?:\{(\w+)(?::\w+)?\}|(\w+))")
+
+
+def all_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """Top-level panels and the panels of collapsed rows."""
     panels = list(dashboard["panels"])
     for panel in dashboard["panels"]:
         panels += panel.get("panels", [])
-    return [(p["title"], t) for p in panels if p["type"] != "row" for t in p["targets"]]
+    return panels
 
 
-def test_dashboard_structure(dashboard: dict[str, Any]) -> None:
+def dashboard_targets(dashboard: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (p["title"], t) for p in all_panels(dashboard) if p["type"] != "row" for t in p["targets"]
+    ]
+
+
+def annotation_exprs(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    for a in dashboard.get("annotations", {}).get("list", []):
+        for expr in {a.get("expr"), (a.get("target") or {}).get("expr")} - {None}:
+            out.append((f"annotation {a['name']}", expr))
+    return out
+
+
+def variables_used(text: str) -> set[str]:
+    names = {a or b for a, b in _VARIABLE.findall(text)}
+    return {n for n in names if not n.startswith("__")}  # $__rate_interval etc.: built in
+
+
+def overlapping(a: dict[str, int], b: dict[str, int]) -> bool:
+    return (
+        a["x"] < b["x"] + b["w"]
+        and b["x"] < a["x"] + a["w"]
+        and a["y"] < b["y"] + b["h"]
+        and b["y"] < a["y"] + a["h"]
+    )
+
+
+def test_dashboard_checks_catch_mistakes() -> None:
+    assert variables_used('x{a="$account", b="${size}"}[$__rate_interval]') == {"account", "size"}
+    assert overlapping({"x": 0, "y": 0, "w": 12, "h": 8}, {"x": 11, "y": 7, "w": 2, "h": 2})
+    assert not overlapping({"x": 0, "y": 0, "w": 12, "h": 8}, {"x": 12, "y": 0, "w": 12, "h": 8})
+    assert not overlapping({"x": 0, "y": 0, "w": 24, "h": 1}, {"x": 0, "y": 1, "w": 6, "h": 4})
+
+
+@pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda p: p.name)
+def test_dashboard_model(path: Path) -> None:
+    """The structure Grafana's dashboard model requires (see SCHEMA_VERSIONS)."""
+    dashboard = json.loads(path.read_text(encoding="utf-8"))
     assert dashboard["uid"] and dashboard["title"]
-    panels = dashboard["panels"]
+    assert isinstance(dashboard["schemaVersion"], int)
+    assert dashboard["schemaVersion"] in SCHEMA_VERSIONS
+    panels = all_panels(dashboard)
     ids = [panel["id"] for panel in panels]
-    assert len(ids) == len(set(ids))
-    for panel in panels:
-        grid = panel["gridPos"]
-        assert grid["x"] + grid["w"] <= 24, panel["title"]
-        if panel["type"] != "row":
-            assert panel["targets"], panel["title"]
-
+    assert all(isinstance(i, int) for i in ids) and len(ids) == len(set(ids))
     datasources = load_yaml(DEPLOY / "grafana/provisioning/datasources/prometheus.yml")
     uids = {ds["uid"] for ds in datasources["datasources"]}
-    for title, target in dashboard_targets(dashboard):
-        assert target["datasource"]["uid"] in uids, title
+    for panel in panels:
+        title = panel["title"]
+        assert isinstance(panel["type"], str) and panel["type"], title
+        grid = panel["gridPos"]
+        assert all(isinstance(grid[k], int) for k in ("h", "w", "x", "y")), title
+        assert grid["w"] >= 1 and grid["h"] >= 1 and grid["x"] >= 0 and grid["y"] >= 0, title
+        assert grid["x"] + grid["w"] <= GRID_COLUMNS, title
+        if panel["type"] == "row":
+            assert grid["w"] == GRID_COLUMNS and grid["h"] == 1, title
+            continue
+        assert panel["datasource"]["uid"] in uids, title
+        if "fieldConfig" in panel:
+            field_config = panel["fieldConfig"]
+            assert isinstance(field_config["defaults"], dict), title
+            assert isinstance(field_config["overrides"], list), title
+        targets = panel["targets"]
+        assert targets, title
+        refs = [t["refId"] for t in targets]
+        assert len(refs) == len(set(refs)), title
+        for target in targets:
+            assert target["expr"].strip(), title
+            assert target["datasource"]["uid"] in uids, title
+    top = dashboard["panels"]  # panels inside a collapsed row take space only when opened
+    for i, a in enumerate(top):
+        for b in top[i + 1 :]:
+            assert not overlapping(a["gridPos"], b["gridPos"]), (a["title"], b["title"])
+    variables = [v["name"] for v in dashboard.get("templating", {}).get("list", [])]
+    assert len(variables) == len(set(variables))
+    for i, variable in enumerate(dashboard.get("templating", {}).get("list", [])):
+        query = variable.get("query", "")
+        query = query.get("query", "") if isinstance(query, dict) else query
+        assert variables_used(query) <= set(variables[:i]), variable["name"]  # defined earlier
+    texts = [(t, target["expr"]) for t, target in dashboard_targets(dashboard)]
+    texts += annotation_exprs(dashboard)
+    texts += [(p["title"], p["title"]) for p in panels]
+    for title, text in texts:
+        assert variables_used(text) <= set(variables), f"{title}: {variables_used(text)}"
+    for annotation in dashboard.get("annotations", {}).get("list", []):
+        assert annotation["name"] and isinstance(annotation["enable"], bool)
+        if annotation.get("builtIn") != 1:
+            assert annotation["datasource"]["uid"] in uids, annotation["name"]
 
 
-def test_dashboard_queries(dashboard: dict[str, Any], recorded: dict[str, frozenset[str]]) -> None:
+def check_queries(
+    dashboard: dict[str, Any], recorded: dict[str, frozenset[str]]
+) -> tuple[set[str], str]:
+    """Every expression names known metrics and labels; returns the metrics used and
+    the expressions."""
     used: set[str] = set()
+    exprs = []
     for title, target in dashboard_targets(dashboard):
         expr = target["expr"]
+        legend_labels = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")))
+        assert legend_labels <= grouping_labels(expr), f"{title}: legend {legend_labels}"
+        exprs.append((title, expr))
+    exprs += annotation_exprs(dashboard)
+    for title, expr in exprs:
         assert brackets_balanced(expr), title
         assert not unknown_metrics(expr), f"{title}: {unknown_metrics(expr)}"
         assert not label_problems(expr, recorded), f"{title}: {label_problems(expr, recorded)}"
-        legend_labels = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")))
-        assert legend_labels <= grouping_labels(expr), f"{title}: legend {legend_labels}"
         used |= metric_names(expr)
-    assert used == METRICS.keys(), f"metrics not on the dashboard: {METRICS.keys() - used}"
+    return used, " ".join(expr for _, expr in exprs)
 
-    exprs = " ".join(target["expr"] for _, target in dashboard_targets(dashboard))
+
+def test_dashboard_queries(
+    dashboards: dict[str, dict[str, Any]], recorded: dict[str, frozenset[str]]
+) -> None:
+    health, health_exprs = check_queries(dashboards[DASHBOARD_FILE.name], recorded)
+    accounts, _ = check_queries(dashboards[ACCOUNTS_DASHBOARD_FILE.name], recorded)
+    assert health == METRICS.keys() - ACCOUNT_METRICS, METRICS.keys() - ACCOUNT_METRICS - health
+    assert health | accounts == METRICS.keys(), METRICS.keys() - health - accounts
+    assert accounts & ACCOUNT_METRICS == ACCOUNT_METRICS, ACCOUNT_METRICS - accounts
     for quantile in ("0.5", "0.99"):
         for histogram in HISTOGRAMS:
-            assert re.search(rf"histogram_quantile\({quantile},[^;]*{histogram}_bucket", exprs)
+            assert re.search(
+                rf"histogram_quantile\({quantile},[^;]*{histogram}_bucket", health_exprs
+            )
+
+
+def test_the_account_dashboard(dashboards: dict[str, dict[str, Any]]) -> None:
+    """Templated by account from a label of the engagement gauges; every per-account
+    selector is the chosen account; alerts as annotations; p50 and p90 of first responses."""
+    dashboard = dashboards[ACCOUNTS_DASHBOARD_FILE.name]
+    assert dashboard["uid"] != dashboards[DASHBOARD_FILE.name]["uid"]
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    query = variables["account"]["query"]
+    assert re.fullmatch(r"label_values\((engagement_\w+), account\)", query["query"])
+    assert query["query"].split("(")[1].split(",")[0] in LATEST_GAUGES
+    for title, target in dashboard_targets(dashboard):
+        for token, matchers in _SELECTOR.findall(target["expr"]):
+            if "account" in METRICS.get(base_metric(token), frozenset()):
+                assert 'account="$account"' in matchers, title
+    annotations = [a for a in dashboard["annotations"]["list"] if a.get("builtIn") != 1]
+    assert any("engagement_alerts_total" in a["expr"] for a in annotations)
+    exprs = " ".join(t["expr"] for _, t in dashboard_targets(dashboard))
+    for quantile in ("0.5", "0.9"):
+        assert (
+            f"histogram_quantile({quantile}, sum by (le) (rate(engagement_first_response" in exprs
+        )
+    assert "replay" in dashboard["description"] and "engagement.windows" in dashboard["description"]
 
 
 # --------------------------------------------------------------------------- Alertmanager
