@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
@@ -61,6 +62,35 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from agents.worker import run
 
     return run(s, loglevel=args.loglevel)
+
+
+def cmd_alertmanager_bridge(args: argparse.Namespace) -> int:
+    s = _settings()
+    logging.basicConfig(
+        level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    broker.wait_reachable(s.bootstrap_servers, timeout_s=args.wait)
+    login.check_login(s)
+    from pipeline.cli.topics import ensure_topics
+    from pipeline.model import topics
+
+    ensure_topics(
+        s.bootstrap_servers,
+        [s.topic(topics.ALERTS)],
+        s.partitions,
+        client_config=security.kafka_python_config(s),
+    )
+    from pipeline.cli.alertmanager_bridge import run
+
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: object) -> None:
+        stop.set()  # the loop ends after the current post; nothing unsettled is committed
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    return run(s, stop)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -248,6 +278,24 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--loglevel", default="info")
     w.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the broker")
     w.set_defaults(func=cmd_worker)
+    am = sub.add_parser(
+        "alertmanager-bridge",
+        help="post the alerts of engagement.alerts to Alertmanager (at least once)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Consume engagement.alerts (with topic_prefix) in the consumer group
+alertmanager.group_id and post each alert to every Alertmanager URL
+(ENGAGEMENT_ALERTMANAGER_URL, POST /api/v2/alerts), in batches. Offsets are
+committed only after Alertmanager accepted the alerts before them; connection
+errors and 5xx are retried with capped, jittered exponential backoff; an alert
+Alertmanager refuses as malformed (400/422) is logged by topic[partition]@offset
+and skipped. Labels: alertname (the type), severity, account, channel, metric,
+alert_id; startsAt = emitted_at, endsAt = emitted_at + resolve_timeout_s.
+/healthz and /metrics on ENGAGEMENT_WEB_HOST:ENGAGEMENT_ALERTMANAGER_WEB_PORT.""",
+    )
+    am.add_argument("--loglevel", default="info")
+    am.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the broker")
+    am.set_defaults(func=cmd_alertmanager_bridge)
     g = sub.add_parser("generate", help="write synthetic traffic to the input topics")
     g.add_argument("--rate", type=float, default=50.0, help="events/s at the daily peak")
     g.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")

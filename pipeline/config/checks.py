@@ -85,6 +85,30 @@ def validate(s: Settings, problems: list[tuple[str, str]]) -> None:
             ("processing_guarantee", f"must be one of {', '.join(PROCESSING_GUARANTEES)}")
         )
     _security(s, problems)
+    _alertmanager(s, problems)
+
+
+_AM_URL_RE = re.compile(r"^https?://[A-Za-z0-9_.\-]+(:\d{1,5})?(/[^?#\s]*)?$")
+
+
+def _alertmanager(s: Settings, problems: list[tuple[str, str]]) -> None:
+    if not s.alertmanager_urls:
+        problems.append(("alertmanager.urls", "at least one Alertmanager URL is needed"))
+    for url in s.alertmanager_urls:
+        if not _AM_URL_RE.match(url):
+            problems.append(
+                ("alertmanager.urls", f"{url!r} must look like http://host:port[/prefix]")
+            )
+    if s.alertmanager_resolve_timeout_s < 1:
+        problems.append(("alertmanager.resolve_timeout_s", "must be >= 1"))
+    if s.alertmanager_batch_max < 1:
+        problems.append(("alertmanager.batch_max", "must be >= 1"))
+    if s.alertmanager_timeout_s <= 0:
+        problems.append(("alertmanager.timeout_s", "must be > 0"))
+    if s.alertmanager_backoff_max_s <= 0:
+        problems.append(("alertmanager.backoff_max_s", "must be > 0"))
+    if not 0 <= s.alertmanager_web_port <= 65535:
+        problems.append(("alertmanager.web_port", "must be a TCP port (0..65535)"))
 
 
 def _security(s: Settings, problems: list[tuple[str, str]]) -> None:

@@ -36,6 +36,11 @@ def _flag(text: str) -> bool:
     raise ValueError(text)
 
 
+def _urls(text: str) -> tuple[str, ...]:
+    """A comma-separated list of URLs."""
+    return tuple(u.strip() for u in text.split(",") if u.strip())
+
+
 # Environment variables: name -> (field, parser)
 _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ENGAGEMENT_BROKER": ("broker", str),
@@ -63,6 +68,13 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ENGAGEMENT_SSL_KEY_PASSWORD": ("ssl_key_password", Secret),
     "ENGAGEMENT_SSL_CHECK_HOSTNAME": ("ssl_check_hostname", _flag),
     "ENGAGEMENT_EARLY_ALERTS": ("early_alerts", _flag),
+    "ENGAGEMENT_ALERTMANAGER_URL": ("alertmanager_urls", _urls),
+    "ENGAGEMENT_ALERTMANAGER_RESOLVE_TIMEOUT_S": ("alertmanager_resolve_timeout_s", int),
+    "ENGAGEMENT_ALERTMANAGER_GROUP_ID": ("alertmanager_group_id", str),
+    "ENGAGEMENT_ALERTMANAGER_BATCH_MAX": ("alertmanager_batch_max", int),
+    "ENGAGEMENT_ALERTMANAGER_TIMEOUT_S": ("alertmanager_timeout_s", float),
+    "ENGAGEMENT_ALERTMANAGER_BACKOFF_MAX_S": ("alertmanager_backoff_max_s", float),
+    "ENGAGEMENT_ALERTMANAGER_WEB_PORT": ("alertmanager_web_port", int),
 }
 _PARSER_NAMES: dict[Callable[[str], Any], str] = {_flag: "true or false", Secret: "str"}
 
@@ -106,10 +118,18 @@ _TOML_FIELDS: dict[str, str] = {
     "limits.max_message_bytes": "max_message_bytes",
     "limits.max_future_s": "max_future_s",
     "alerts.early": "early_alerts",
+    "alertmanager.urls": "alertmanager_urls",
+    "alertmanager.resolve_timeout_s": "alertmanager_resolve_timeout_s",
+    "alertmanager.group_id": "alertmanager_group_id",
+    "alertmanager.batch_max": "alertmanager_batch_max",
+    "alertmanager.timeout_s": "alertmanager_timeout_s",
+    "alertmanager.backoff_max_s": "alertmanager_backoff_max_s",
+    "alertmanager.web_port": "alertmanager_web_port",
 }
 _SECTIONS = {
     *("windows", "ingest", "rates", "metrics", "dedup", "limits", "weights", "alerts"),
     "security",
+    "alertmanager",
 }
 _RULE_KEYS = {"name", "metric", "op", "value", "accounts", "window_s", "severity", "cooldown_s"}
 
@@ -139,7 +159,11 @@ def _flatten(doc: Mapping[str, Any], problems: list[tuple[str, str]]) -> dict[st
 
 
 # Element type of the list-valued settings
-_LIST_OF: dict[str, type] = {"window_sizes_s": int, "metrics_accounts": str}
+_LIST_OF: dict[str, type] = {
+    "window_sizes_s": int,
+    "metrics_accounts": str,
+    "alertmanager_urls": str,
+}
 
 
 def _check_type(path: str, value: Any, want: Any, problems: list[tuple[str, str]]) -> Any:

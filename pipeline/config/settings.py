@@ -154,6 +154,20 @@ class Settings:
     responses: ResponseSettings = field(default_factory=ResponseSettings)
     # [detection]: spike/drop detectors (defaults, per-account overrides, competitors)
     detection: DetectionSettings = field(default_factory=DetectionSettings)
+    # [alertmanager]: `engagement alertmanager-bridge`, engagement.alerts to Alertmanager.
+    # Base URLs (a path prefix allowed); every alert goes to each, as to the members of
+    # an HA cluster.  ENGAGEMENT_ALERTMANAGER_URL: comma-separated; [alertmanager] urls
+    alertmanager_urls: tuple[str, ...] = ("http://127.0.0.1:9093",)
+    # endsAt = emitted_at + this: an alert.v1 record is an event, so it resolves by itself
+    alertmanager_resolve_timeout_s: int = 3600  # ENGAGEMENT_ALERTMANAGER_RESOLVE_TIMEOUT_S
+    # consumer group of the bridges; "" means "<app_id>-alertmanager-bridge"
+    alertmanager_group_id: str = ""  # ENGAGEMENT_ALERTMANAGER_GROUP_ID
+    alertmanager_batch_max: int = 500  # ENGAGEMENT_ALERTMANAGER_BATCH_MAX: alerts per POST
+    alertmanager_timeout_s: float = 10.0  # ENGAGEMENT_ALERTMANAGER_TIMEOUT_S: per request
+    # retries wait exponentially longer, with jitter, up to this
+    alertmanager_backoff_max_s: float = 30.0  # ENGAGEMENT_ALERTMANAGER_BACKOFF_MAX_S
+    # the bridge's /healthz and /metrics (on web_host); 0: no web server
+    alertmanager_web_port: int = 6067  # ENGAGEMENT_ALERTMANAGER_WEB_PORT
 
     @property
     def bootstrap_servers(self) -> str:
@@ -168,6 +182,10 @@ class Settings:
     @property
     def max_window_s(self) -> int:
         return max(self.window_sizes_s)
+
+    @property
+    def alertmanager_group(self) -> str:
+        return self.alertmanager_group_id or f"{self.app_id}-alertmanager-bridge"
 
     @property
     def uses_sasl(self) -> bool:

@@ -383,3 +383,71 @@ def test_config_check_on_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFi
     missing = tmp_path / "nope.toml"
     assert cli.main(["config", "check", str(missing)]) == 1
     assert capsys.readouterr().out.strip() == f"{missing}: {missing}: file not found"
+
+
+# -- [alertmanager]: the bridge's settings ------------------------------------------
+
+
+def test_alertmanager_defaults() -> None:
+    s = load(env={})
+    assert s.alertmanager_urls == ("http://127.0.0.1:9093",)
+    assert s.alertmanager_resolve_timeout_s == 3600
+    assert s.alertmanager_group == "engagement-alertmanager-bridge"
+    assert load(env={"ENGAGEMENT_APP_ID": "prod"}).alertmanager_group == (
+        "prod-alertmanager-bridge"
+    )
+
+
+def test_alertmanager_from_the_environment() -> None:
+    s = load(
+        env={
+            "ENGAGEMENT_ALERTMANAGER_URL": "http://am-0:9093, http://am-1:9093/prefix",
+            "ENGAGEMENT_ALERTMANAGER_RESOLVE_TIMEOUT_S": "900",
+            "ENGAGEMENT_ALERTMANAGER_GROUP_ID": "bridges",
+            "ENGAGEMENT_ALERTMANAGER_BATCH_MAX": "50",
+            "ENGAGEMENT_ALERTMANAGER_TIMEOUT_S": "2.5",
+            "ENGAGEMENT_ALERTMANAGER_BACKOFF_MAX_S": "5",
+            "ENGAGEMENT_ALERTMANAGER_WEB_PORT": "0",
+        }
+    )
+    assert s.alertmanager_urls == ("http://am-0:9093", "http://am-1:9093/prefix")
+    assert (s.alertmanager_resolve_timeout_s, s.alertmanager_group) == (900, "bridges")
+    assert (s.alertmanager_batch_max, s.alertmanager_timeout_s) == (50, 2.5)
+    assert (s.alertmanager_backoff_max_s, s.alertmanager_web_port) == (5.0, 0)
+
+
+def test_alertmanager_from_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text(
+        '[alertmanager]\nurls = ["https://am.example:443"]\nresolve_timeout_s = 120\n'
+        'group_id = "g"\nbatch_max = 10\n',
+        encoding="utf-8",
+    )
+    s = load(f, env={})
+    assert s.alertmanager_urls == ("https://am.example:443",)
+    assert (s.alertmanager_resolve_timeout_s, s.alertmanager_group) == (120, "g")
+    assert s.alertmanager_batch_max == 10
+
+
+def test_alertmanager_problems_are_all_reported(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text(
+        '[alertmanager]\nurls = ["ftp://x", "http://ok:9093"]\nresolve_timeout_s = 0\n'
+        "batch_max = 0\ntimeout_s = 0\nbackoff_max_s = -1\nweb_port = 70000\nsurprise = 1\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(SettingsError) as exc:
+        load(f, env={})
+    paths = [p for p, _ in exc.value.problems]
+    assert paths == [
+        "alertmanager.surprise",
+        "alertmanager.urls",
+        "alertmanager.resolve_timeout_s",
+        "alertmanager.batch_max",
+        "alertmanager.timeout_s",
+        "alertmanager.backoff_max_s",
+        "alertmanager.web_port",
+    ]
+    with pytest.raises(SettingsError) as exc:
+        load(env={"ENGAGEMENT_ALERTMANAGER_URL": " , "})
+    assert exc.value.problems == [("alertmanager.urls", "at least one Alertmanager URL is needed")]

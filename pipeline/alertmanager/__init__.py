@@ -1,0 +1,1 @@
+"""The Alertmanager bridge's decisions: alert.v1 to alerts, outcomes, offsets to commit."""

@@ -1,0 +1,1 @@
+"""Unit tests of pipeline.alertmanager: payloads, delivery decisions, offsets, metrics."""
