@@ -11,7 +11,7 @@ IT_JOBS ?= 2
 PYTEST := $(BIN)/python -m pytest --dist loadfile
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit test-integration test-apache-kafka test-apache-kafka-if-present prometheus-tools lint bench bench-latency bench-throughput bench-restart bench-soak bench-detection clean
+.PHONY: help install demo test test-unit test-integration test-apache-kafka test-apache-kafka-if-present prometheus-tools alertmanager-tools lint bench bench-latency bench-throughput bench-restart bench-soak bench-detection clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -30,6 +30,7 @@ demo: $(STAMP) ## broker + worker + synthetic traffic, alerts shown live (Ctrl-C
 test: $(STAMP) ## the whole suite: lint, unit tests, integration tests on the embedded broker and on Apache Kafka
 	$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory prometheus-tools
+	@$(MAKE) --no-print-directory alertmanager-tools
 	$(PYTEST) -n $(JOBS) tests/unit
 	@if [ -n "$$ENGAGEMENT_TEST_BROKER" ]; then \
 		$(MAKE) --no-print-directory test-integration && \
@@ -60,11 +61,27 @@ prometheus-tools: ## promtool for the Prometheus rule tests (installs Debian's p
 		echo "make test: SKIPPED the promtool pass: promtool is needed (apt-get install prometheus, as root); deploy/prometheus was checked structurally only"; \
 	fi
 
+# Alertmanager and amtool (Debian's prometheus-alertmanager, 0.25) for the bridge's
+# integration tests (tests/integration/test_alertmanager_bridge.py) and `amtool
+# check-config` of deploy/alertmanager (tests/unit/test_deploy.py). Installed as root
+# with apt-get when missing; otherwise one line says so and those tests are skipped.
+alertmanager-tools: ## Alertmanager and amtool for the bridge's tests (installs Debian's prometheus-alertmanager as root)
+	@if ! command -v prometheus-alertmanager >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "make: installing Alertmanager (apt-get install prometheus-alertmanager)"; \
+		apt-get update -qq >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null; \
+	fi; \
+	if ! command -v prometheus-alertmanager >/dev/null 2>&1; then \
+		echo "make test: SKIPPED the Alertmanager pass: prometheus-alertmanager is needed (apt-get install prometheus-alertmanager, as root); the bridge was tested without it"; \
+	fi
+
 test-unit: $(STAMP) ## unit tests only (no broker)
 	@$(MAKE) --no-print-directory prometheus-tools
+	@$(MAKE) --no-print-directory alertmanager-tools
 	$(PYTEST) -n $(JOBS) tests/unit
 
 test-integration: $(STAMP) ## integration tests only (embedded broker, or ENGAGEMENT_TEST_BROKER)
+	@$(MAKE) --no-print-directory alertmanager-tools
 	$(PYTEST) -n $(IT_JOBS) tests/integration
 
 test-apache-kafka: $(STAMP) ## integration tests on Apache Kafka 4.x (jars fetched once by mvn)

@@ -11,6 +11,8 @@ import json
 import posixpath
 import re
 import shlex
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,8 @@ K8S = DEPLOY / "k8s"
 CONFIGMAP = K8S / "configmap.yaml"
 
 WEB_PORT = 6066
+BRIDGE_PORT = 6067  # the Alertmanager bridge's /healthz and /metrics
+AMTOOL_FILE = DEPLOY / "alertmanager" / "alertmanager.yml"
 
 # The worker's /metrics contract: metric name -> label names.
 METRICS: dict[str, frozenset[str]] = {
@@ -302,6 +306,7 @@ def test_deploy_has_the_expected_files() -> None:
 def test_compose_spec_and_services(compose: dict[str, Any]) -> None:
     assert "version" not in compose, "compose spec: no top-level version key"
     expected = {"kafka", "worker", "generator", "prometheus", "grafana", "alertmanager"}
+    expected.add("alertmanager-bridge")
     assert expected <= compose["services"].keys()
 
 
@@ -331,7 +336,7 @@ def test_kafka_single_node_kraft(services: dict[str, Any]) -> None:
     assert "/opt/kafka/bin/kafka-broker-api-versions.sh" in " ".join(test)
 
 
-@pytest.mark.parametrize("name", ["worker", "generator"])
+@pytest.mark.parametrize("name", ["worker", "generator", "alertmanager-bridge"])
 def test_clients_use_the_internal_listener(services: dict[str, Any], name: str) -> None:
     kafka_env = env_of(services["kafka"])
     advertised = listeners(kafka_env["KAFKA_ADVERTISED_LISTENERS"])
@@ -383,6 +388,7 @@ def test_published_ports(services: dict[str, Any]) -> None:
         "prometheus": 9090,
         "grafana": 3000,
         "alertmanager": 9093,
+        "alertmanager-bridge": BRIDGE_PORT,
     }
     for name, port in expected.items():
         assert published_ports(services[name]).get(port) == port, name
@@ -445,6 +451,32 @@ def test_alertmanager_wiring(services: dict[str, Any]) -> None:
         arg.split("=", 1)[1] for arg in service["command"] if arg.startswith("--config.file=")
     )
     assert host_path(service, config_path) == DEPLOY / "alertmanager" / "alertmanager.yml"
+    # Slack's URL comes from a mounted file, never from the config itself
+    config = load_yaml(AMTOOL_FILE)
+    slack_file = config["global"]["slack_api_url_file"]
+    mounted = host_path(service, slack_file)
+    assert mounted is not None and mounted.is_file()
+
+
+def test_alertmanager_bridge_service(services: dict[str, Any]) -> None:
+    bridge, worker = services["alertmanager-bridge"], services["worker"]
+    assert bridge["command"] == ["alertmanager-bridge"]
+    assert bridge.get("image") == worker.get("image")
+    assert bridge.get("build") == worker.get("build")
+    env = env_of(bridge)
+    assert host_path(bridge, env["ENGAGEMENT_CONFIG"]) == CONFIG_EXAMPLE
+    for url in env["ENGAGEMENT_ALERTMANAGER_URL"].split(","):
+        target = urlsplit(url.strip())
+        assert target.scheme == "http" and target.hostname == "alertmanager"
+        assert target.port in published_ports(services["alertmanager"])
+    assert "alertmanager" in bridge["depends_on"]
+    port = int(env["ENGAGEMENT_ALERTMANAGER_WEB_PORT"])
+    assert port == BRIDGE_PORT and published_ports(bridge).get(port) == port
+    assert env["ENGAGEMENT_WEB_HOST"] == "0.0.0.0"
+    # the image's healthcheck probes the worker's port: the bridge brings its own
+    probe = " ".join(bridge["healthcheck"]["test"])
+    assert f"127.0.0.1:{port}/healthz" in probe
+    compile(bridge["healthcheck"]["test"][-1], "<healthcheck>", "exec")
 
 
 # --------------------------------------------------------------------------- Dockerfile
@@ -752,6 +784,51 @@ def test_alertmanager_config() -> None:
     ]
     assert any(urlsplit(url).hostname == "127.0.0.1" for url in webhooks)
 
+    # Slack receivers, their URL from a file (no secret in the config)
+    slack = [c for r in config["receivers"] for c in r.get("slack_configs", [])]
+    assert slack and all("api_url" not in c for c in slack)
+    assert config["global"]["slack_api_url_file"].startswith("/")
+    # routing by severity and by account; never grouping by every label (alert_id)
+    matchers = [m for r in config["route"]["routes"] for m in r.get("matchers", [])]
+    assert any(m.startswith("severity=") for m in matchers)
+    assert any(m.startswith("account=") for m in matchers)
+    assert "..." not in config["route"]["group_by"]
+    assert {"alertname", "account", "channel"} <= set(config["route"]["group_by"])
+    assert "alert_id" not in config["route"]["group_by"]
+    # inhibition: a breach mutes its warnings; critical mutes warning of the same alert kind
+    rules = config["inhibit_rules"]
+    breach = [r for r in rules if r["source_matchers"] == ['alertname="response_sla_breach"']]
+    assert breach and breach[0]["target_matchers"] == ['alertname="response_sla_warning"']
+    assert set(breach[0]["equal"]) == {"account", "channel"}
+    critical = [
+        r
+        for r in rules
+        if "account" in r["equal"] and 'severity="critical"' in r["source_matchers"]
+    ]
+    assert critical and set(critical[0]["equal"]) == {"alertname", "account", "channel", "metric"}
+    for rule in rules:  # alert_id differs between any two alerts: never compared
+        assert "alert_id" not in rule["equal"]
+
+
+def test_alertmanager_config_passes_amtool() -> None:
+    """`amtool check-config` (Debian's prometheus-alertmanager; `make test` installs it as
+    root): the config, its receivers, routes, inhibit rules and templates."""
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        pytest.skip(
+            "amtool not found (make test installs it: apt-get install prometheus-alertmanager)"
+        )
+    done = subprocess.run(
+        [amtool, "check-config", str(AMTOOL_FILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "SUCCESS" in output and "3 inhibit rules" in output, output
+
 
 # --------------------------------------------------------------------------- Kubernetes
 
@@ -770,8 +847,13 @@ def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return bool(selector) and selector.items() <= labels.items()
 
 
+def deployment_named(k8s: dict[str, list[dict[str, Any]]], name: str) -> dict[str, Any]:
+    (found,) = [d for d in k8s["Deployment"] if d["metadata"]["name"] == name]
+    return found
+
+
 def test_k8s_worker_deployment(k8s: dict[str, list[dict[str, Any]]]) -> None:
-    (deployment,) = k8s["Deployment"]
+    deployment = deployment_named(k8s, "engagement-worker")
     spec = deployment["spec"]
     assert spec["replicas"] == 2
     text = (K8S / "deployment.yaml").read_text(encoding="utf-8").lower()
@@ -795,7 +877,7 @@ def test_k8s_worker_deployment(k8s: dict[str, list[dict[str, Any]]]) -> None:
 
 
 def test_k8s_service_pdb_and_config(k8s: dict[str, list[dict[str, Any]]]) -> None:
-    (deployment,) = k8s["Deployment"]
+    deployment = deployment_named(k8s, "engagement-worker")
     pod = deployment["spec"]["template"]
     (container,) = pod["spec"]["containers"]
     container_ports = {p.get("name"): p["containerPort"] for p in container["ports"]}
@@ -821,6 +903,49 @@ def test_k8s_service_pdb_and_config(k8s: dict[str, list[dict[str, Any]]]) -> Non
     in_cluster = tomllib.loads(configmap["data"]["config.toml"])
     example = tomllib.loads(CONFIG_EXAMPLE.read_text(encoding="utf-8"))
     assert {**in_cluster, "broker": None} == {**example, "broker": None}
+
+
+def test_k8s_alertmanager_bridge(k8s: dict[str, list[dict[str, Any]]]) -> None:
+    deployment = deployment_named(k8s, "engagement-alertmanager-bridge")
+    assert {d["metadata"]["name"] for d in k8s["Deployment"]} == {
+        "engagement-worker",
+        "engagement-alertmanager-bridge",
+    }
+    spec = deployment["spec"]
+    pod = spec["template"]
+    assert matches(spec["selector"]["matchLabels"], pod["metadata"]["labels"])
+    # the worker's Service and PodDisruptionBudget do not select the bridge
+    worker = deployment_named(k8s, "engagement-worker")["spec"]["template"]["metadata"]
+    assert pod["metadata"]["labels"] != worker["labels"]
+    (service,) = k8s["Service"]
+    (pdb,) = k8s["PodDisruptionBudget"]
+    assert not matches(service["spec"]["selector"], pod["metadata"]["labels"])
+    assert not matches(pdb["spec"]["selector"]["matchLabels"], pod["metadata"]["labels"])
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+
+    (container,) = pod["spec"]["containers"]
+    assert container["args"] == ["alertmanager-bridge"]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert urlsplit(env["ENGAGEMENT_BROKER"]).scheme == "kafka"
+    assert all(
+        urlsplit(u.strip()).scheme in ("http", "https")
+        for u in env["ENGAGEMENT_ALERTMANAGER_URL"].split(",")
+    )
+    port = int(env["ENGAGEMENT_ALERTMANAGER_WEB_PORT"])
+    assert env["ENGAGEMENT_WEB_HOST"] == "0.0.0.0"
+    ports = {p.get("name"): p["containerPort"] for p in container["ports"]}
+    for probe in ("readinessProbe", "livenessProbe"):
+        get = container[probe]["httpGet"]
+        assert get["path"] == "/healthz", probe
+        assert ports.get(get["port"], get["port"]) == port, probe
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+    requests = container["resources"]["requests"]
+    assert requests.get("cpu") and requests.get("memory")
+    (configmap,) = k8s["ConfigMap"]
+    volume = next(v for v in pod["spec"]["volumes"] if "configMap" in v)
+    assert volume["configMap"]["name"] == configmap["metadata"]["name"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
+    assert env["ENGAGEMENT_CONFIG"] == f"{mount['mountPath']}/config.toml"
 
 
 def test_k8s_kustomization_lists_every_manifest() -> None:
