@@ -66,8 +66,7 @@ def _find_binary() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def alertmanager_bin() -> str:
+def ensure_alertmanager() -> str | None:
     """The binary; installed with apt-get when missing and allowed (root), under a lock
     so parallel test processes install it once."""
     found = _find_binary()
@@ -90,12 +89,23 @@ def alertmanager_bin() -> str:
                 ):
                     subprocess.run(cmd, env=env, capture_output=True, timeout=600, check=False)
         found = _find_binary()
-    if found is None:
-        pytest.skip(
-            "prometheus-alertmanager not found: run `make alertmanager-tools` as root "
-            "(apt-get install prometheus-alertmanager)"
-        )
     return found
+
+
+# Decided once for the module, so that without Alertmanager one line says so.
+ALERTMANAGER_BIN = ensure_alertmanager()
+if ALERTMANAGER_BIN is None:
+    pytest.skip(
+        "prometheus-alertmanager not found: run `make alertmanager-tools` as root "
+        "(apt-get install prometheus-alertmanager)",
+        allow_module_level=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def alertmanager_bin() -> str:
+    assert ALERTMANAGER_BIN is not None
+    return ALERTMANAGER_BIN
 
 
 class Webhook:
