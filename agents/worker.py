@@ -6,6 +6,7 @@ import faust
 
 from agents.app import create_app
 from agents.context import Runtime
+from agents.malloc import fix_mmap_threshold
 from pipeline.config.settings import Settings
 
 
@@ -19,5 +20,6 @@ def worker_for(rt: Runtime, loglevel: str) -> faust.Worker:
 
 
 def run(settings: Settings, loglevel: str = "info") -> int:
+    fix_mmap_threshold()
     worker_for(create_app(settings), loglevel).execute_from_commandline()
     return 0  # execute_from_commandline returns on SIGINT/SIGTERM after a clean stop
