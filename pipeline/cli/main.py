@@ -41,7 +41,10 @@ def cmd_broker(args: argparse.Namespace) -> int:
             broker.stop(proc)
 
 
-def cmd_worker(args: argparse.Namespace) -> int:
+def _service(args: argparse.Namespace, names: list[str], exact: list[str]) -> Settings:
+    """A long-running command's start: settings, logging, a reachable broker that
+    accepts the login, and its topics (`exact`: those whose partition count must
+    equal the setting)."""
     s = _settings()
     logging.basicConfig(
         level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -50,37 +53,30 @@ def cmd_worker(args: argparse.Namespace) -> int:
     broker.wait_reachable(s.bootstrap_servers, timeout_s=args.wait)
     login.check_login(s)
     from pipeline.cli.topics import ensure_topics
-    from pipeline.model import topics
 
     ensure_topics(
         s.bootstrap_servers,
-        [s.topic(n) for n in topics.ALL],
+        [s.topic(n) for n in names],
         s.partitions,
-        exact=[s.topic(topics.EVENTS)],
+        exact=[s.topic(n) for n in exact],
         client_config=security.kafka_python_config(s),
     )
+    return s
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from pipeline.model import topics
+
+    s = _service(args, list(topics.ALL), [topics.EVENTS])
     from agents.worker import run
 
     return run(s, loglevel=args.loglevel)
 
 
 def cmd_alertmanager_bridge(args: argparse.Namespace) -> int:
-    s = _settings()
-    logging.basicConfig(
-        level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-    broker.wait_reachable(s.bootstrap_servers, timeout_s=args.wait)
-    login.check_login(s)
-    from pipeline.cli.topics import ensure_topics
     from pipeline.model import topics
 
-    ensure_topics(
-        s.bootstrap_servers,
-        [s.topic(topics.ALERTS)],
-        s.partitions,
-        client_config=security.kafka_python_config(s),
-    )
+    s = _service(args, [topics.ALERTS], [])
     from pipeline.cli.alertmanager_bridge import run
 
     stop = threading.Event()
