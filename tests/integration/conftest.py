@@ -21,7 +21,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import pytest
@@ -97,29 +97,33 @@ def bootstrap(
         point_at_log(request, "embedded broker", log)
 
 
-class Worker:
-    """A real `engagement worker` process with its own settings."""
+class Service:
+    """A real `engagement` command in its own process, with its own settings and
+    web port (/healthz and /metrics)."""
+
+    name = "service"
+    command: tuple[str, ...] = ()
 
     def __init__(self, env: dict[str, str], log_path: Path, web_port: int) -> None:
         self.env, self.log_path, self.web_port = env, log_path, web_port
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout_s: float = 60.0) -> Worker:
+    def start(self, timeout_s: float = 60.0) -> Any:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker", "--loglevel", "info"],
+            [sys.executable, "-m", "pipeline.cli", *self.command],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
-        wait_for(lambda: self.healthy(), timeout_s, "worker /healthz", self)
+        wait_for(lambda: self.healthy(), timeout_s, f"{self.name} /healthz", self)
         return self
 
     def healthy(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()}")
+            raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
         try:
             with urllib.request.urlopen(
                 f"http://127.0.0.1:{self.web_port}/healthz", timeout=1
@@ -159,8 +163,19 @@ class Worker:
         return self.log_path.read_text(errors="replace")[-6000:]
 
 
+class Worker(Service):
+    """A real `engagement worker` process."""
+
+    name = "worker"
+    command = ("worker", "--loglevel", "info")
+
+
+class Logged(Protocol):
+    def log(self) -> str: ...
+
+
 def wait_for(
-    cond: Callable[[], Any], timeout_s: float, what: str, worker: Worker | None = None
+    cond: Callable[[], Any], timeout_s: float, what: str, worker: Logged | None = None
 ) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -168,7 +183,7 @@ def wait_for(
         if result:
             return result
         time.sleep(0.2)
-    tail = f"\nworker log:\n{worker.log()}" if worker else ""
+    tail = f"\nits log:\n{worker.log()}" if worker else ""
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{tail}")
 
 

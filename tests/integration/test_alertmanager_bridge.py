@@ -19,10 +19,8 @@ import os
 import random
 import select
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -30,7 +28,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -45,6 +43,7 @@ from kafka import KafkaProducer
 from pipeline.cli import broker
 from pipeline.cli.topics import ensure_topics
 from pipeline.model import records
+from tests.integration.conftest import Service, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -196,7 +195,7 @@ class Alertmanager:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        wait_for(self.ready, 30, "Alertmanager to be ready", self.log)
+        wait_for(self.ready, 30, "Alertmanager to be ready", self)
 
     def ready(self) -> bool:
         if self.proc.poll() is not None:
@@ -248,20 +247,6 @@ class Alertmanager:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-
-
-def wait_for(
-    cond: Callable[[], Any], timeout_s: float, what: str, log: Callable[[], str] | None = None
-) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = cond()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(
-        f"timed out after {timeout_s} s waiting for {what}" + (f"\n{log()}" if log else "")
-    )
 
 
 def client_gone(sock: socket.socket) -> bool:
@@ -333,39 +318,14 @@ class SlowProxy:
 # --------------------------------------------------------------------------- the bridge
 
 
-class Bridge:
+class Bridge(Service):
     """A real `engagement alertmanager-bridge` process."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env, self.log_path = env, log_path
-        self.web_port = int(env["ENGAGEMENT_ALERTMANAGER_WEB_PORT"])
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Bridge:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "alertmanager-bridge"],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-        wait_for(self.healthy, 60, "bridge /healthz", self.log)
-        return self
-
-    def healthy(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"bridge exited {self.proc.returncode}:\n{self.log()}")
-        try:
-            url = f"http://127.0.0.1:{self.web_port}/healthz"
-            with urllib.request.urlopen(url, timeout=1) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
+    name = "bridge"
+    command = ("alertmanager-bridge",)
 
     def wait_assigned(self) -> None:
-        wait_for(lambda: " assigned [" in self.log(), 60, "partitions assigned", self.log)
+        wait_for(lambda: " assigned [" in self.log(), 60, "partitions assigned", self)
 
     def metric(self, name: str) -> float:
         url = f"http://127.0.0.1:{self.web_port}/metrics"
@@ -374,23 +334,6 @@ class Bridge:
                 if line.startswith(name + " ") or line.startswith(name + "{"):
                     return float(line.rsplit(" ", 1)[1])
         return 0.0
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
 
 
 class Stack:
@@ -422,7 +365,8 @@ class Stack:
             "ENGAGEMENT_HEARTBEAT_INTERVAL_S": "1",
             **env,
         }
-        b = Bridge(full, self.tmp / f"bridge-{len(self.bridges)}.log")
+        port = int(full["ENGAGEMENT_ALERTMANAGER_WEB_PORT"])
+        b = Bridge(full, self.tmp / f"bridge-{len(self.bridges)}.log", port)
         self.bridges.append(b)
         return b
 
