@@ -28,6 +28,7 @@ from pipeline.model import wire
 from pipeline.model.events import Invalid
 from pipeline.responses.settings import ResponseSettings
 from pipeline.responses.tracker import ResponseTracker
+from pipeline.responses.views import account_view
 from pipeline.sim.generator import TrafficSpec, generate
 from pipeline.windows.aggregator import Aggregator, PartitionState
 from tests.unit.fixtures import BASE, MIN, SEC, WALL, cfg, ex, ia
@@ -297,6 +298,10 @@ def test_sla_counters_and_response_gauges_per_labeled_account() -> None:
     age = got[("engagement_response_oldest_open_age_seconds", lab(account="acme"))]
     assert age == (wm - (BASE + 2 * MIN)) / 1000
     assert got[("engagement_account_open_inbound", lab(account="acme"))] == 1
+    first = account_view("acme", pipe.state.responses, None)["first_response_seconds"]
+    for q, key in (("0.5", "p50"), ("0.9", "p90")):
+        value = got[("engagement_response_first_response_seconds", lab(account="acme", quantile=q))]
+        assert value == first[key] and abs(value - 60) <= 0.6  # one reply, after 60 s: 1%
     per_account = {
         dict(k).get("account")
         for (n, k) in got
