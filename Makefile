@@ -81,10 +81,12 @@ test-unit: $(STAMP) ## unit tests only (no broker)
 	$(PYTEST) -n $(JOBS) tests/unit
 
 test-integration: $(STAMP) ## integration tests only (embedded broker, or ENGAGEMENT_TEST_BROKER)
+	@$(MAKE) --no-print-directory prometheus-tools
 	@$(MAKE) --no-print-directory alertmanager-tools
 	$(PYTEST) -n $(IT_JOBS) tests/integration
 
 test-apache-kafka: $(STAMP) ## integration tests on Apache Kafka 4.x (jars fetched once by mvn)
+	@$(MAKE) --no-print-directory prometheus-tools
 	ENGAGEMENT_TEST_BROKER=apache-kafka $(PYTEST) -n $(IT_JOBS) tests/integration
 
 lint: $(STAMP) ## ruff and mypy
