@@ -65,6 +65,7 @@ METRICS: dict[str, frozenset[str]] = {
     "engagement_response_within_sla_ratio": frozenset({"account"}),
     "engagement_response_oldest_open_age_seconds": frozenset({"account"}),
     "engagement_account_open_inbound": frozenset({"account"}),
+    "engagement_response_first_response_seconds": frozenset({"account", "quantile"}),
     "engagement_window_events": frozenset({"account", "size_seconds", "kind"}),
     "engagement_window_weighted_engagement": frozenset({"account", "size_seconds"}),
     "engagement_window_unique_actors": frozenset({"account", "size_seconds"}),
@@ -593,6 +594,7 @@ ACCOUNT_METRICS = frozenset(
         "engagement_response_within_sla_ratio",
         "engagement_response_oldest_open_age_seconds",
         "engagement_account_open_inbound",
+        "engagement_response_first_response_seconds",
     }
 )
 # Grafana's dashboard model, as @grafana/schema 13.2.3 (npm) types it: that package
