@@ -8,12 +8,9 @@ it cannot be had, and the caller skips.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import shutil
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -24,37 +21,15 @@ from typing import Any
 import yaml
 
 from pipeline.cli import broker
+from tests.debian_tools import ensure_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy" / "prometheus"
 BINARIES = ("prometheus",)
 
 
-def _find_binary() -> str | None:
-    for name in BINARIES:
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
 def ensure_prometheus() -> str | None:
-    """The binary; installed with apt-get when missing and allowed (root), under a lock
-    so parallel test processes install it once."""
-    found = _find_binary()
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        lock_path = Path(tempfile.gettempdir()) / "engagement-prometheus-install.lock"
-        with open(lock_path, "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if _find_binary() is None:
-                env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-                for cmd in (
-                    ["apt-get", "update", "-qq"],
-                    ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"],
-                ):
-                    subprocess.run(cmd, env=env, capture_output=True, timeout=600, check=False)
-        found = _find_binary()
-    return found
+    return ensure_tool(BINARIES, "prometheus")
 
 
 def deploy_job_name() -> str:

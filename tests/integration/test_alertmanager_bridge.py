@@ -13,15 +13,12 @@ alertmanager-tools` does the same); otherwise these tests are skipped with one l
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import random
 import select
-import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.error
@@ -43,6 +40,7 @@ from kafka import KafkaProducer
 from pipeline.cli import broker
 from pipeline.cli.topics import ensure_topics
 from pipeline.model import records
+from tests.debian_tools import ensure_tool
 from tests.integration.conftest import Service, wait_for
 
 pytestmark = pytest.mark.integration
@@ -57,38 +55,8 @@ GROUP_INTERVAL_S = 1.0
 # --------------------------------------------------------------------------- Alertmanager
 
 
-def _find_binary() -> str | None:
-    for name in BINARIES:
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
 def ensure_alertmanager() -> str | None:
-    """The binary; installed with apt-get when missing and allowed (root), under a lock
-    so parallel test processes install it once."""
-    found = _find_binary()
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        lock_path = Path(tempfile.gettempdir()) / "engagement-alertmanager-install.lock"
-        with open(lock_path, "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if _find_binary() is None:
-                env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-                for cmd in (
-                    ["apt-get", "update", "-qq"],
-                    [
-                        "apt-get",
-                        "install",
-                        "-y",
-                        "-qq",
-                        "--no-install-recommends",
-                        "prometheus-alertmanager",
-                    ],
-                ):
-                    subprocess.run(cmd, env=env, capture_output=True, timeout=600, check=False)
-        found = _find_binary()
-    return found
+    return ensure_tool(BINARIES, "prometheus-alertmanager")
 
 
 # Decided once for the module, so that without Alertmanager one line says so.
