@@ -66,6 +66,12 @@ WINDOW_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
         "metrics.channels summed as other): weighted engagement",
         ("account", "channel", "size_seconds"),
     ),
+    "engagement_window_channel_rate": (
+        f"{_LATEST} of each size, per account and channel (channels outside "
+        "metrics.channels pooled as other): weighted engagement / the basis, where the "
+        "channel reports it",
+        ("account", "channel", "size_seconds", "basis"),
+    ),
 }
 DETECTOR_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "engagement_detector_observed": (
@@ -188,6 +194,9 @@ class LatestGauges(Collector):
         weighted = 0.0
         actors = 0
         pooled = {basis: [0.0, 0] for basis in BASES}  # weighted, denominator
+        pooled_by_channel: defaultdict[tuple[str, str], list[float]] = defaultdict(
+            lambda: [0.0, 0.0]
+        )
         for channel, rec in w.channels.items():
             label = channel if channel in self.channels else OTHER
             for kind, n in rec["counts"].items():
@@ -201,6 +210,8 @@ class LatestGauges(Collector):
                 if den:  # a rate exists only where its denominator is positive
                     pooled[basis][0] += rec["weighted_engagement"]
                     pooled[basis][1] += den
+                    pooled_by_channel[(label, basis)][0] += rec["weighted_engagement"]
+                    pooled_by_channel[(label, basis)][1] += den
         for kind, n in sorted(counts.items()):
             fam["engagement_window_events"].add_metric([account, size, kind], n)
         fam["engagement_window_weighted_engagement"].add_metric([account, size], weighted)
@@ -215,6 +226,10 @@ class LatestGauges(Collector):
                 fam["engagement_window_channel_events"].add_metric(labels, n)
             fam["engagement_window_channel_weighted_engagement"].add_metric(
                 [account, channel, size], weighted_by_channel[channel]
+            )
+        for (channel, basis), (num, den) in sorted(pooled_by_channel.items()):
+            fam["engagement_window_channel_rate"].add_metric(
+                [account, channel, size, basis], num / den
             )
 
     @staticmethod

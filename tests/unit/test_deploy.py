@@ -72,6 +72,7 @@ METRICS: dict[str, frozenset[str]] = {
     "engagement_window_rate": frozenset({"account", "size_seconds", "basis"}),
     "engagement_window_end_timestamp_seconds": frozenset({"account", "size_seconds"}),
     "engagement_window_channel_events": frozenset({"account", "channel", "size_seconds", "kind"}),
+    "engagement_window_channel_rate": frozenset({"account", "channel", "size_seconds", "basis"}),
     "engagement_window_channel_weighted_engagement": frozenset(
         {"account", "channel", "size_seconds"}
     ),

@@ -180,6 +180,15 @@ def test_the_latest_final_window_per_account_with_channels_summed() -> None:
     assert {dict(k)["channel"] for k in channel_events} == {"x", "instagram", "other"}
     other = lab(account="acme", channel="other", size_seconds="300", kind="share")
     assert channel_events[other] == 1
+    channel_rates = of(got, "engagement_window_channel_rate")
+    five_by_channel = {k: v for k, v in channel_rates.items() if ("size_seconds", "300") in k}
+    assert five_by_channel == {
+        lab(account="acme", channel="x", size_seconds="300", basis="followers"): weighted_x / 1000,
+        lab(account="acme", channel="x", size_seconds="300", basis="impressions"): weighted_x / 400,
+        lab(account="acme", channel="instagram", size_seconds="300", basis="followers"): (
+            weighted_ig / 3000
+        ),
+    }  # myspace reports no basis: no rate
     assert (
         got[("engagement_window_weighted_engagement", lab(account="acme", size_seconds="300"))]
         == weighted_x + weighted_ig + 3.0

@@ -32,6 +32,8 @@ def test_no_other_module_writes_an_alert_or_window_schema_version() -> None:
     for path in (ROOT / "pipeline").rglob("*.py"):
         if path.name == "records.py" or path.parent.name == "ingest":  # deadletter.v1
             continue
+        if path.parent.name == "alertmanager":  # reads alert.v1: its label alert_id is
+            continue  # Alertmanager's, not a record's
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Dict):
                 spelled = {k.value for k in node.keys if isinstance(k, ast.Constant)}
