@@ -26,10 +26,10 @@ from kafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from pipeline.alertmanager.delivery import TP, Offsets, Post, Retry, Stopped, deliver
-from pipeline.alertmanager.metrics import BridgeMetrics
 from pipeline.alertmanager.payload import AmAlert, InvalidAlert, decode, to_alertmanager
 from pipeline.config import security
 from pipeline.config.settings import Settings
+from pipeline.metrics.bridge import BridgeMetrics
 from pipeline.model import topics
 
 log = logging.getLogger("engagement.alertmanager_bridge")

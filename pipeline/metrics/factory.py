@@ -1,6 +1,7 @@
 """The one metrics factory: every engagement_ series, on a registry you pass in (the
 state gauges, read at scrape time, by `register_state_gauges`; the gauges of the
-latest final windows and detector judgments by `register_latest_gauges`)."""
+latest final windows and detector judgments by `register_latest_gauges`; the
+Alertmanager bridge's, in its own process, by `bridge.BridgeMetrics`)."""
 
 from __future__ import annotations
 

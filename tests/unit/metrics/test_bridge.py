@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from pipeline.alertmanager.metrics import BridgeMetrics
+from pipeline.metrics.bridge import BridgeMetrics
 
 
 def test_series_names_and_skip_reasons_exported_from_the_start() -> None:

@@ -1,5 +1,5 @@
-"""The bridge's Prometheus series, on a registry passed in (the worker's factory,
-`pipeline.metrics.factory`, holds the worker's own; these are the bridge process's)."""
+"""The Alertmanager bridge's series, on a registry passed in: the bridge runs in a
+process of its own, so they are apart from the worker's (`factory`)."""
 
 from __future__ import annotations
 
